@@ -1,3 +1,17 @@
-"""hasten: make generative models produce their output faster without changing it."""
+"""hasten: make generative models produce their output faster without changing it.
+
+LLM side: :func:`generate` with a speculative decoding ``method`` (:func:`list_methods`)
+is token-identical to plain greedy decoding and distribution-identical when sampling.
+Diffusion side: :mod:`hasten.diffusion`.
+"""
+
+from .drafters import Drafter, UnknownMethodError, list_methods
+from .generate import GenerationResult, GenerationStats, generate
+from .models import ModelNotInstalledError, load_model
+from .sampling import SamplingParams
+from .tree import DraftTree
 
 __version__ = "0.1.0"
+
+__all__ = ["generate", "load_model", "list_methods", "GenerationResult", "GenerationStats",
+           "SamplingParams", "DraftTree", "Drafter", "UnknownMethodError", "ModelNotInstalledError"]

@@ -1,0 +1,151 @@
+"""The drafter protocol and the method registry.
+
+A *drafter* proposes candidate continuations (a :class:`~hasten.tree.DraftTree`) from the
+committed tokens; the engine verifies them with one target forward and tells the drafter
+how many were accepted. Each draft source lives in its own module with a frozen config
+dataclass, one :class:`Drafter` subclass and one :func:`register` line.
+
+Lifecycle per :func:`hasten.generate` call: ``begin(request)`` (reset all per-request state),
+then repeatedly ``propose(tokens, max_depth)`` / ``on_accept(num_accepted)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from ..sampling import SamplingParams
+from ..tree import DraftTree
+
+__all__ = ["Drafter", "DraftRequest", "MethodSpec", "register", "get_method", "list_methods",
+           "build_drafter", "UnknownMethodError"]
+
+
+class UnknownMethodError(ValueError):
+    """A method name that no drafter registered."""
+
+
+@dataclass
+class DraftRequest:
+    """What a drafter may read about the request it drafts for.
+
+    Attributes:
+        prompt_ids: the prompt token ids.
+        target: the target model (self-speculative drafters run parts of it).
+        params: the sampling parameters plain decoding uses.
+        generator: RNG for draft sampling, separate from the target's.
+        vocab_size: the target's logits width V.
+    """
+
+    prompt_ids: list[int]
+    target: torch.nn.Module
+    params: SamplingParams
+    generator: torch.Generator
+    vocab_size: int
+
+
+class Drafter(ABC):
+    """One draft source. Subclasses set ``name`` and take their config in ``__init__``."""
+
+    name: ClassVar[str] = ""
+
+    def begin(self, request: DraftRequest) -> None:
+        """Start a new request: forget everything request-specific."""
+        self.request = request
+
+    @abstractmethod
+    def propose(self, tokens: list[int], max_depth: int) -> DraftTree | None:
+        """Candidates to follow ``tokens`` (prompt + generated, the last one is the root).
+
+        Args:
+            tokens: committed token ids.
+            max_depth: the deepest node allowed (>= 1); the engine truncates deeper ones.
+
+        Returns:
+            A draft tree, or None to let the engine take a plain decoding step.
+        """
+
+    def on_accept(self, tokens: list[int], num_accepted: int, num_drafted: int) -> None:
+        """Feedback after verification: ``num_accepted`` of the path's ``num_drafted``
+        draft nodes were accepted; ``tokens`` is the new committed sequence."""
+
+    def stats(self) -> dict[str, Any]:
+        """Drafter-specific figures for ``GenerationStats.drafter`` (JSON-serializable)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered draft method: its name, config type and drafter factory."""
+
+    name: str
+    config_cls: type
+    drafter_cls: Callable[..., Drafter]
+    summary: str
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    """Make ``spec.name`` usable as ``hasten.generate(method=...)``.
+
+    Raises:
+        ValueError: the name is taken by a different drafter.
+    """
+    existing = _REGISTRY.get(spec.name)
+    if existing is not None and existing.drafter_cls is not spec.drafter_cls:
+        raise ValueError(f"method {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_methods() -> list[str]:
+    """Registered method names, sorted."""
+    from . import _load_builtin  # noqa: F401  (registers the built-in drafters)
+
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> MethodSpec:
+    """The spec registered as ``name``.
+
+    Raises:
+        UnknownMethodError: no such method; the message lists the known ones.
+    """
+    list_methods()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownMethodError(f"unknown method {name!r}; known methods: {known}") from None
+
+
+def build_drafter(method: str | Drafter | Any, **options: Any) -> Drafter:
+    """A drafter from a method name (+ config field values), a config instance, or a drafter.
+
+    Raises:
+        UnknownMethodError: an unknown name.
+        TypeError: options that are not fields of the method's config, or an object that
+            is neither a name, a registered config, nor a :class:`Drafter`.
+    """
+    if isinstance(method, Drafter):
+        if options:
+            raise TypeError("options cannot be applied to a drafter instance")
+        return method
+    if isinstance(method, str):
+        spec = get_method(method)
+        fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise TypeError(f"{method}: unknown option(s) {unknown}; valid: {sorted(fields)}")
+        return spec.drafter_cls(spec.config_cls(**options))
+    list_methods()
+    for spec in _REGISTRY.values():
+        if type(method) is spec.config_cls:
+            return spec.drafter_cls(dataclasses.replace(method, **options))
+    raise TypeError(f"method must be a name, a registered config or a Drafter, got {type(method).__name__}")

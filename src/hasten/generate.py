@@ -1,0 +1,385 @@
+"""The decode loop: prefill, then draft -> verify -> accept -> commit, until a stop.
+
+``generate`` is the one entry point. With ``method=None`` it runs :func:`_plain_loop`, the
+reference path (one token per target forward, exactly ``model.generate``'s arithmetic).
+With a method it runs :func:`_speculative_loop`: each step verifies the root (last
+committed token) plus a draft tree in one target forward, accepts the longest agreeing
+path plus one target token, and compacts the KV cache to the accepted path.
+
+Lossless: greedy output is token-identical to plain greedy decoding; sampled output has
+the plain sampling distribution (see :mod:`hasten.verify`).
+
+Glossary: *draft* = candidate tokens; *verification step* = one target forward over root +
+draft; *accepted tokens* = draft tokens the target agreed with; *bonus token* = the
+target's own token after the accepted path; *mean accepted tokens* (tau) = tokens committed
+per verification step (accepted + 1).
+
+Dims: T tokens, N draft nodes, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from . import kv
+from .drafters.base import DraftRequest, build_drafter
+from .sampling import SamplingParams, choose_tokens, presence_rows, process_logits
+from .tree import DraftTree, tree_layout
+from .verify import speculative_sample_accept, walk_tree
+
+__all__ = ["generate", "GenerationResult", "GenerationStats"]
+
+Streamer = Callable[[list[int]], None]
+
+
+@dataclass
+class GenerationStats:
+    """Counters and timings of one :func:`generate` call.
+
+    Attributes:
+        method: method name ("ar" for plain decoding).
+        prompt_tokens / new_tokens: token counts.
+        forward_passes: target forwards, prefill included.
+        drafted / accepted: per verification step, draft nodes verified and draft tokens
+            accepted (the bonus token excluded).
+        prefill_seconds: prompt forward + first token; decode_seconds: the rest (seconds).
+        finish_reason: "eos", "stop_string", "max_new_tokens" or "context_length".
+        drafter: drafter-specific figures.
+    """
+
+    method: str
+    prompt_tokens: int
+    new_tokens: int = 0
+    forward_passes: int = 0
+    drafted: list[int] = field(default_factory=list)
+    accepted: list[int] = field(default_factory=list)
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    finish_reason: str = ""
+    drafter: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """Verification steps after prefill."""
+        return len(self.accepted)
+
+    @property
+    def mean_accepted_tokens(self) -> float:
+        """tau: tokens committed per verification step (accepted + bonus); 1.0 for plain decoding."""
+        return (sum(self.accepted) + self.steps) / self.steps if self.steps else 1.0
+
+    @property
+    def total_seconds(self) -> float:
+        return self.prefill_seconds + self.decode_seconds
+
+    @property
+    def tokens_per_second(self) -> float:
+        """New tokens per wall-clock second, prefill included."""
+        return self.new_tokens / self.total_seconds if self.total_seconds > 0 else 0.0
+
+    @property
+    def forward_passes_per_token(self) -> float:
+        return self.forward_passes / self.new_tokens if self.new_tokens else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(steps=self.steps, mean_accepted_tokens=self.mean_accepted_tokens,
+                   tokens_per_second=self.tokens_per_second,
+                   forward_passes_per_token=self.forward_passes_per_token)
+        return out
+
+    def summary_line(self) -> str:
+        return (f"{self.new_tokens} tokens in {self.total_seconds:.2f}s: {self.tokens_per_second:.1f} tok/s, "
+                f"mean accepted tokens {self.mean_accepted_tokens:.2f}, "
+                f"{self.forward_passes_per_token:.2f} forward passes/token ({self.method}, {self.finish_reason})")
+
+
+@dataclass
+class GenerationResult:
+    """Output of :func:`generate`.
+
+    Attributes:
+        sequences: (1, prompt_len + new_len) int64, prompt followed by the new tokens, as
+            ``model.generate`` returns them.
+        stats: :class:`GenerationStats`.
+        text: the new tokens decoded (special tokens skipped) when a tokenizer was given.
+    """
+
+    sequences: torch.Tensor
+    stats: GenerationStats
+    text: str | None = None
+
+
+class _Committer:
+    """Appends accepted tokens, enforcing eos, stop strings, the token budget and the
+    context length; streams exactly what it keeps."""
+
+    def __init__(self, prompt: list[int], max_new_tokens: int, context_length: int | None,
+                 eos_ids: set[int], stop: Sequence[str], tokenizer, streamer: Streamer | None,
+                 track_seen: int | None, device):
+        self.tokens = list(prompt)
+        self.prompt_len = len(prompt)
+        self.limit = max_new_tokens
+        if context_length is not None:
+            self.limit = min(self.limit, context_length - len(prompt))
+        self.context_limited = self.limit < max_new_tokens
+        self.eos_ids, self.stop, self.tokenizer, self.streamer = eos_ids, list(stop), tokenizer, streamer
+        self.finish_reason = ""
+        self.seen = None
+        if track_seen is not None:
+            self.seen = torch.zeros(track_seen, dtype=torch.bool, device=device)
+            self.seen[torch.tensor(prompt, device=device)] = True
+
+    @property
+    def remaining(self) -> int:
+        return self.limit - (len(self.tokens) - self.prompt_len)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.finish_reason)
+
+    def _stop_string_hit(self) -> bool:
+        text = self.tokenizer.decode(self.tokens[self.prompt_len:])
+        return any(s in text for s in self.stop)
+
+    def commit(self, new: list[int]) -> int:
+        """Append ``new`` up to the first stop condition; returns how many were kept."""
+        kept = 0
+        for token in new:
+            self.tokens.append(token)
+            kept += 1
+            if token in self.eos_ids:
+                self.finish_reason = "eos"
+            elif self.stop and self._stop_string_hit():
+                self.finish_reason = "stop_string"
+            elif self.remaining <= 0:
+                self.finish_reason = "context_length" if self.context_limited else "max_new_tokens"
+            if self.finish_reason:
+                break
+        if self.seen is not None:
+            self.seen[torch.tensor(new[:kept], device=self.seen.device)] = True
+        if self.streamer is not None and kept:
+            self.streamer(new[:kept])
+        return kept
+
+
+class _Target:
+    """The target model with what the loop needs to know about its forward."""
+
+    def __init__(self, model: torch.nn.Module):
+        import inspect
+
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.cache_kw = kv.cache_kwarg(model)
+        self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.context_length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.forwards = 0
+
+    def forward(self, cache, tokens: list[int], *, last_only: bool = False,
+                position_ids: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (rows, V) for ``tokens`` appended to ``cache`` (rows = 1 if last_only)."""
+        kwargs: dict[str, Any] = {self.cache_kw: cache, "use_cache": True}
+        if last_only and self.keeps_logits:
+            kwargs["logits_to_keep"] = 1
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
+        if mask is not None:
+            kwargs["attention_mask"] = mask
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        self.forwards += 1
+        logits = self.model(input_ids=ids, **kwargs).logits[0]
+        return logits[-1:] if last_only else logits
+
+    def tree_inputs(self, start: int, draft: DraftTree) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position ids (1, N+1) and 4-D additive mask (1, 1, N+1, start+N+1) for a tree."""
+        layout = tree_layout(draft.parents)
+        positions = torch.tensor([start + d for d in layout.depths], device=self.device).unsqueeze(0)
+        dtype = next(self.model.parameters()).dtype
+        n_rows = len(draft) + 1
+        allowed = torch.cat([torch.ones(n_rows, start, dtype=torch.bool), layout.visible], dim=1)
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        return positions, mask.to(self.device)[None, None]
+
+
+def _eos_ids(model: torch.nn.Module, eos_token_id) -> set[int]:
+    if eos_token_id is None:
+        eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos_token_id is None:
+        return set()
+    if isinstance(eos_token_id, int):
+        return {eos_token_id}
+    return {int(t) for t in eos_token_id}
+
+
+def _prompt_list(input_ids) -> list[int]:
+    if hasattr(input_ids, "keys") and "input_ids" in input_ids:  # BatchEncoding / dict
+        input_ids = input_ids["input_ids"]
+    if isinstance(input_ids, torch.Tensor):
+        if input_ids.dim() == 2:
+            if input_ids.shape[0] != 1:
+                raise ValueError(f"batch size {input_ids.shape[0]}: hasten.generate decodes one sequence "
+                                 "at a time (batch size 1); loop over prompts")
+            input_ids = input_ids[0]
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"input_ids must be integer token ids, got {input_ids.dtype}")
+        return input_ids.tolist()
+    return [int(t) for t in input_ids]
+
+
+def _plain_loop(target: _Target, run: _Committer, params: SamplingParams,
+                generator: torch.Generator, stats: GenerationStats, t0: float) -> None:
+    """Reference path: one target forward per token."""
+    cache = kv.new_cache(target.model)
+    logits = target.forward(cache, run.tokens, last_only=True)
+    run.commit(choose_tokens(process_logits(logits, params, _seen(run)), params, generator).tolist())
+    stats.prefill_seconds = time.perf_counter() - t0
+    while not run.done:
+        logits = target.forward(cache, run.tokens[-1:], last_only=True)
+        run.commit(choose_tokens(process_logits(logits, params, _seen(run)), params, generator).tolist())
+        stats.accepted.append(0)
+        stats.drafted.append(0)
+
+
+def _seen(run: _Committer) -> torch.Tensor | None:
+    return None if run.seen is None else run.seen.unsqueeze(0)
+
+
+def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: SamplingParams,
+            generator: torch.Generator) -> tuple[list[int], int]:
+    """One verification step: target forward over root + draft, then the acceptance rule.
+    Returns (accepted node indices, next token); the cache is compacted to the path."""
+    start = kv.cache_length(cache)
+    rows = [run.tokens[-1], *draft.tokens]
+    if draft.is_chain:
+        logits = target.forward(cache, rows)
+    else:
+        positions, mask = target.tree_inputs(start, draft)
+        logits = target.forward(cache, rows, position_ids=positions, mask=mask)
+    layout = tree_layout(draft.parents, draft.tokens)
+    seen = None
+    if params.uses_history:
+        path_tokens = torch.tensor(draft.tokens, dtype=torch.long, device=logits.device)
+        seen = presence_rows(run.seen, path_tokens, layout.node_ancestors.to(logits.device))
+    scores = process_logits(logits, params, seen)
+    if draft.draft_probs is not None and not params.greedy:
+        target_probs = scores.softmax(-1)
+        draft_tokens = torch.tensor(draft.tokens, dtype=torch.long, device=logits.device)
+        path, nxt = speculative_sample_accept(draft_tokens, draft.draft_probs.to(target_probs),
+                                              target_probs, generator)
+    else:
+        path, nxt = walk_tree(layout.children, choose_tokens(scores, params, generator).tolist())
+    kv.keep_rows(cache, start, [0] + [node + 1 for node in path])
+    return path, nxt
+
+
+def _speculative_loop(target: _Target, run: _Committer, drafter, params: SamplingParams,
+                      generator: torch.Generator, stats: GenerationStats, t0: float) -> None:
+    cache = kv.new_cache(target.model)
+    logits = target.forward(cache, run.tokens, last_only=True)
+    run.commit(choose_tokens(process_logits(logits, params, _seen(run)), params, generator).tolist())
+    stats.prefill_seconds = time.perf_counter() - t0
+    while not run.done:
+        max_depth = run.remaining - 1
+        draft = drafter.propose(run.tokens, max_depth) if max_depth >= 1 else None
+        if draft is not None and len(draft):
+            draft = draft.truncated(max_depth)
+        draft = draft if draft is not None and len(draft) else DraftTree.chain([])
+        path, nxt = _verify(target, cache, run, draft, params, generator)
+        run.commit([draft.tokens[node] for node in path] + [nxt])
+        stats.drafted.append(len(draft))
+        stats.accepted.append(len(path))
+        if len(draft):
+            drafter.on_accept(run.tokens, len(path), len(draft))
+
+
+def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: int = 128,
+             draft_model=None, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, repetition_penalty: float = 1.0, eos_token_id=None,
+             stop: Iterable[str] | str | None = None, tokenizer=None, seed: int | None = None,
+             streamer: Streamer | None = None, method_options: dict[str, Any] | None = None,
+             ) -> GenerationResult:
+    """Generate up to ``max_new_tokens`` tokens after ``input_ids``, losslessly accelerated.
+
+    Args:
+        model: a Hugging Face causal LM (``AutoModelForCausalLM``) whose forward takes a
+            KV cache; it is not modified.
+        input_ids: (1, T) or (T,) int64 prompt token ids, a list of ints, or the
+            ``BatchEncoding`` that ``apply_chat_template(..., return_tensors="pt")`` returns.
+        method: None for plain decoding; a registered name (:func:`hasten.list_methods`),
+            a method config instance, or a :class:`~hasten.drafters.Drafter`.
+        max_new_tokens: upper bound on new tokens (>= 1).
+        draft_model: the draft LM for ``method="draft_model"`` (or ``"self:k"``).
+        do_sample, temperature, top_k, top_p, repetition_penalty: see
+            :class:`~hasten.sampling.SamplingParams`.
+        eos_token_id: int or ints that end generation (kept in the output); None = the
+            model's ``generation_config``; ``[]`` = never stop on eos.
+        stop: strings that end generation once the decoded new text contains one (the
+            token completing it is kept); needs ``tokenizer``.
+        tokenizer: used for ``stop`` and to fill ``GenerationResult.text``.
+        seed: seeds the sampling RNGs (target and draft); None = random.
+        streamer: called with each list of newly committed token ids, in order.
+        method_options: fields of the method's config, e.g. ``{"max_ngram": 4}``.
+
+    Returns:
+        :class:`GenerationResult` with ``sequences`` (1, T + new) int64 and ``stats``.
+
+    Raises:
+        ValueError: empty prompt, prompt not shorter than the model's context length,
+            ``max_new_tokens < 1``, batch size > 1, stop strings without a tokenizer, a
+            draft model with another vocabulary, invalid sampling parameters.
+        hasten.drafters.UnknownMethodError: an unknown method name.
+        TypeError: options that the method's config does not have.
+    """
+    params = SamplingParams(do_sample, temperature, top_k, top_p, repetition_penalty)
+    options = dict(method_options or {})
+    if draft_model is not None:
+        options["draft_model"] = draft_model
+    drafter = None if method is None else build_drafter(method, **options)
+    prompt = _prompt_list(input_ids)
+    target = _Target(model)
+    if not prompt:
+        raise ValueError("empty prompt: give at least one token (e.g. the BOS token)")
+    if target.context_length is not None and len(prompt) >= target.context_length:
+        raise ValueError(f"prompt has {len(prompt)} tokens but the model's context length is "
+                         f"{target.context_length}; shorten the prompt")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    stop = [stop] if isinstance(stop, str) else list(stop or [])
+    if stop and tokenizer is None:
+        raise ValueError("stop strings need tokenizer=")
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    run = _Committer(prompt, max_new_tokens, target.context_length, _eos_ids(model, eos_token_id), stop,
+                     tokenizer, streamer, target.vocab_size if params.uses_history else None, target.device)
+    stats = GenerationStats(method="ar" if drafter is None else (drafter.name or type(drafter).__name__),
+                            prompt_tokens=len(prompt))
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        if drafter is None:
+            _plain_loop(target, run, params, generator, stats, t0)
+        else:
+            draft_generator = torch.Generator()
+            if seed is None:
+                draft_generator.seed()
+            else:
+                draft_generator.manual_seed(seed + 0x5DEECE66D)  # independent of the target's stream
+            drafter.begin(DraftRequest(prompt, model, params, draft_generator, target.vocab_size))
+            _speculative_loop(target, run, drafter, params, generator, stats, t0)
+            stats.drafter = drafter.stats()
+        stats.decode_seconds = time.perf_counter() - t0 - stats.prefill_seconds
+    stats.new_tokens = len(run.tokens) - len(prompt)
+    stats.forward_passes = target.forwards
+    stats.finish_reason = run.finish_reason
+    sequences = torch.tensor([run.tokens], dtype=torch.long)
+    text = tokenizer.decode(run.tokens[len(prompt):], skip_special_tokens=True) if tokenizer is not None else None
+    return GenerationResult(sequences, stats, text)

