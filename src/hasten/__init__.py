@@ -6,7 +6,7 @@ Diffusion side: :mod:`hasten.diffusion`.
 """
 
 from .drafters import Drafter, UnknownMethodError, list_methods
-from .generate import GenerationResult, GenerationStats, generate
+from .engine import GenerationResult, GenerationStats, generate
 from .models import ModelNotInstalledError, load_model
 from .sampling import SamplingParams
 from .tree import DraftTree

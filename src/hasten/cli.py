@@ -1,0 +1,162 @@
+"""Command line: a thin adapter that builds the library's arguments and prints results.
+
+    hasten generate --model smollm2-135m --method prompt_lookup --chat "Write a prime test in Python"
+    hasten methods
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any, Optional
+
+import click
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="hasten: lossless acceleration of generative models.")
+
+
+def parse_options(method: str, pairs: list[str]) -> dict[str, Any]:
+    """``["max_ngram=4", "adaptive=false"]`` -> typed config fields of ``method``.
+
+    Raises:
+        ValueError: malformed pair, unknown field, or a value of the wrong type.
+    """
+    from .drafters import get_method
+
+    fields = {f.name: f for f in dataclasses.fields(get_method(method).config_cls)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"{pair!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        default = fields[key].default
+        try:
+            if isinstance(default, bool):
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                out[key] = raw.lower() in ("true", "1", "yes")
+            elif isinstance(default, int):
+                out[key] = int(raw)
+            elif isinstance(default, float):
+                out[key] = float(raw)
+            else:
+                out[key] = raw
+        except ValueError:
+            raise ValueError(f"{key}: {raw!r} is not a valid {type(default).__name__}") from None
+    return out
+
+
+class TextStreamer:
+    """Prints decoded text as token ids arrive, holding back incomplete UTF-8 sequences."""
+
+    def __init__(self, tokenizer, out=sys.stdout):
+        self.tokenizer, self.out = tokenizer, out
+        self.ids: list[int] = []
+        self.printed = 0
+
+    def __call__(self, new_ids: list[int]) -> None:
+        self.ids.extend(new_ids)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return
+        self.out.write(text[self.printed:])
+        self.out.flush()
+        self.printed = len(text)
+
+
+@app.command()
+def generate(
+    prompt: Optional[str] = typer.Argument(None, help="Raw prompt text (or use --chat)."),
+    model: str = typer.Option("smollm2-135m", help="Built-in name, local folder or hub id."),
+    method: Optional[str] = typer.Option(None, help="Draft method (see `hasten methods`); omit for plain decoding."),
+    chat: Optional[str] = typer.Option(None, help="A user message, wrapped in the model's chat template."),
+    max_new_tokens: int = typer.Option(256, min=1),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or float64."),
+    draft_model: Optional[str] = typer.Option(None, help="Draft model for --method draft_model: a model name/path or self:K."),
+    do_sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
+    temperature: float = typer.Option(1.0),
+    top_k: int = typer.Option(0, help="0 = off."),
+    top_p: float = typer.Option(1.0),
+    repetition_penalty: float = typer.Option(1.0),
+    seed: Optional[int] = typer.Option(None),
+    stop: list[str] = typer.Option([], help="Stop string (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Method config field, FIELD=VALUE (repeatable)."),
+    stream: bool = typer.Option(True, help="Print text as it is generated."),
+) -> None:
+    """Generate text, streaming it, then print one stats line."""
+    import hasten
+
+    if (prompt is None) == (chat is None):
+        raise ValueError("give either a PROMPT argument or --chat MESSAGE")
+    options = parse_options(method, set_) if method else {}
+    if set_ and not method:
+        raise ValueError("--set needs --method")
+    if method:
+        hasten.drafters.get_method(method)  # unknown names fail before any model loads
+    lm, tokenizer = hasten.load_model(model, dtype=dtype)
+    if draft_model is not None:
+        options["draft_model"] = draft_model if draft_model.startswith("self:") else _load_draft(draft_model, dtype, tokenizer)
+    if chat is not None:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": chat}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)["input_ids"]
+    else:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    streamer = TextStreamer(tokenizer) if stream else None
+    result = hasten.generate(lm, ids, method=method, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                             temperature=temperature, top_k=top_k, top_p=top_p,
+                             repetition_penalty=repetition_penalty, seed=seed, stop=stop or None,
+                             tokenizer=tokenizer, streamer=streamer, method_options=options)
+    if not stream:
+        typer.echo(result.text)
+    typer.echo("")
+    typer.echo(result.stats.summary_line(), err=True)
+
+
+def _load_draft(name: str, dtype: str, target_tokenizer):
+    import hasten
+
+    draft, draft_tokenizer = hasten.load_model(name, dtype=dtype)
+    if draft_tokenizer.get_vocab() != target_tokenizer.get_vocab():
+        raise ValueError(f"draft model {name!r} uses a different tokenizer than the target; "
+                                 "speculative decoding needs the same vocabulary")
+    return draft
+
+
+@app.command()
+def methods() -> None:
+    """List the registered draft methods and their config fields."""
+    from .drafters import get_method, list_methods
+
+    for name in list_methods():
+        spec = get_method(name)
+        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(spec.config_cls)
+                           if f.name != "draft_model")
+        typer.echo(f"{name:16s} {spec.summary}\n{'':16s} options: {fields}")
+
+
+def main() -> None:
+    """Entry point: runs the app; Ctrl-C ends with a newline and exit status 130."""
+    from .drafters import UnknownMethodError
+    from .models import ModelNotInstalledError
+
+    try:
+        app(standalone_mode=False)
+    except (UnknownMethodError, ModelNotInstalledError, ValueError, TypeError, OSError) as err:
+        sys.stderr.write(f"hasten: error: {err}\n")
+        raise SystemExit(2) from None
+    except click.exceptions.ClickException as err:
+        err.show()
+        raise SystemExit(err.exit_code) from None
+    except click.exceptions.Exit as err:
+        raise SystemExit(err.exit_code) from None
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

