@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from . import kv
-from .drafters.base import DraftRequest, build_drafter
+from .drafters.base import DraftRequest, VerifiedStep, build_drafter
 from .sampling import SamplingParams, choose_tokens, presence_rows, process_logits
 from .tree import DraftTree, tree_layout
 from .verify import speculative_sample_accept, walk_tree
@@ -252,9 +252,12 @@ def _seen(run: _Committer) -> torch.Tensor | None:
 
 
 def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: SamplingParams,
-            generator: torch.Generator) -> tuple[list[int], int]:
+            generator: torch.Generator) -> tuple[list[int], int, list[int] | None, torch.Tensor]:
     """One verification step: target forward over root + draft, then the acceptance rule.
-    Returns (accepted node indices, next token); the cache is compacted to the path."""
+
+    Returns (accepted node indices, next token, target token per row or None when the
+    speculative sampling rule was used, processed scores (N+1, V)); the cache is
+    compacted to the accepted path."""
     start = kv.cache_length(cache)
     rows = [run.tokens[-1], *draft.tokens]
     if draft.is_chain:
@@ -273,10 +276,12 @@ def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: S
         draft_tokens = torch.tensor(draft.tokens, dtype=torch.long, device=logits.device)
         path, nxt = speculative_sample_accept(draft_tokens, draft.draft_probs.to(target_probs),
                                               target_probs, generator)
+        row_tokens = None
     else:
-        path, nxt = walk_tree(layout.children, choose_tokens(scores, params, generator).tolist())
+        row_tokens = choose_tokens(scores, params, generator).tolist()
+        path, nxt = walk_tree(layout.children, row_tokens)
     kv.keep_rows(cache, start, [0] + [node + 1 for node in path])
-    return path, nxt
+    return path, nxt, row_tokens, scores
 
 
 def _speculative_loop(target: _Target, run: _Committer, drafter, params: SamplingParams,
@@ -291,12 +296,12 @@ def _speculative_loop(target: _Target, run: _Committer, drafter, params: Samplin
         if draft is not None and len(draft):
             draft = draft.truncated(max_depth)
         draft = draft if draft is not None and len(draft) else DraftTree.chain([])
-        path, nxt = _verify(target, cache, run, draft, params, generator)
+        path, nxt, row_tokens, scores = _verify(target, cache, run, draft, params, generator)
         run.commit([draft.tokens[node] for node in path] + [nxt])
         stats.drafted.append(len(draft))
         stats.accepted.append(len(path))
         if len(draft):
-            drafter.on_accept(run.tokens, len(path), len(draft))
+            drafter.on_accept(VerifiedStep(run.tokens, draft, path, nxt, row_tokens, scores))
 
 
 def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: int = 128,

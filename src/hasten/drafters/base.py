@@ -6,7 +6,7 @@ how many were accepted. Each draft source lives in its own module with a frozen 
 dataclass, one :class:`Drafter` subclass and one :func:`register` line.
 
 Lifecycle per :func:`hasten.generate` call: ``begin(request)`` (reset all per-request state),
-then repeatedly ``propose(tokens, max_depth)`` / ``on_accept(num_accepted)``.
+then repeatedly ``propose(tokens, max_depth)`` / ``on_accept(step)``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from ..sampling import SamplingParams
 from ..tree import DraftTree
 
-__all__ = ["Drafter", "DraftRequest", "MethodSpec", "register", "get_method", "list_methods",
+__all__ = ["Drafter", "DraftRequest", "VerifiedStep", "MethodSpec", "register", "get_method", "list_methods",
            "build_drafter", "UnknownMethodError"]
 
 
@@ -69,13 +69,40 @@ class Drafter(ABC):
             A draft tree, or None to let the engine take a plain decoding step.
         """
 
-    def on_accept(self, tokens: list[int], num_accepted: int, num_drafted: int) -> None:
-        """Feedback after verification: ``num_accepted`` of the path's ``num_drafted``
-        draft nodes were accepted; ``tokens`` is the new committed sequence."""
+    def on_accept(self, step: "VerifiedStep") -> None:
+        """Feedback after each verification of a non-empty draft (see :class:`VerifiedStep`)."""
 
     def stats(self) -> dict[str, Any]:
         """Drafter-specific figures for ``GenerationStats.drafter`` (JSON-serializable)."""
         return {}
+
+
+@dataclass(frozen=True)
+class VerifiedStep:
+    """What one verification step produced, for drafters that learn from it.
+
+    Attributes:
+        tokens: the committed sequence after this step (prompt + generated).
+        draft: the verified draft tree (N nodes).
+        accepted: accepted draft node indices along the path, in order.
+        next_token: the bonus / recovered token appended after the path.
+        target_tokens: (N+1,) the target's token at every row (argmax when greedy, one
+            draw per row when sampling); row 0 follows the root, row i+1 follows node i.
+            None when the speculative sampling rule decided (draft chains with probs).
+        scores: (N+1, V) float processed target logits for every row (Jacobi iterates,
+            top-k candidates for token recycling). Do not modify.
+    """
+
+    tokens: list[int]
+    draft: DraftTree
+    accepted: list[int]
+    next_token: int
+    target_tokens: list[int] | None
+    scores: torch.Tensor
+
+    @property
+    def num_accepted(self) -> int:
+        return len(self.accepted)
 
 
 @dataclass(frozen=True)

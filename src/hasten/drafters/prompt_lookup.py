@@ -97,10 +97,11 @@ class PromptLookupDrafter(Drafter):
                 return DraftTree.chain(continuation(tokens, end, min(self.draft_len, max_depth)))
         return None
 
-    def on_accept(self, tokens: list[int], num_accepted: int, num_drafted: int) -> None:
+    def on_accept(self, step) -> None:
         if not self.config.adaptive:
             return
-        if num_accepted == num_drafted:
+        num_accepted = step.num_accepted
+        if num_accepted == len(step.draft):
             self.draft_len = min(self.config.max_draft, max(1, self.draft_len) * 2)
         else:
             self.draft_len = num_accepted + 1
