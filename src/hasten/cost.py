@@ -1,0 +1,154 @@
+"""Measured cost of a target forward as a function of how many tokens it verifies.
+
+Verifying N tokens is not free on a CPU (fp32 SmolLM2 here: ~45 ms for 1 token, ~100 ms
+for 8), and the curve differs per dtype and machine, so it is measured, never assumed.
+The curve feeds draft sizing (how many nodes pay for themselves) and the *oracle speedup*
+(what a drafter that is always right would reach on this hardware).
+
+Units: seconds per forward; sizes in tokens (root + draft nodes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import kv
+
+__all__ = ["CostCurve", "measure_forward_cost", "load_or_measure"]
+
+DEFAULT_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+
+
+@dataclass(frozen=True)
+class CostCurve:
+    """Seconds per target forward at each measured size (tokens fed to the forward).
+
+    Attributes:
+        sizes: ascending token counts, starting at 1.
+        seconds: median seconds per forward at each size.
+    """
+
+    sizes: tuple[int, ...]
+    seconds: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.sizes or self.sizes[0] != 1 or list(self.sizes) != sorted(self.sizes):
+            raise ValueError("sizes must be ascending and start at 1")
+        if len(self.sizes) != len(self.seconds):
+            raise ValueError("one time per size")
+
+    def cost(self, size: int) -> float:
+        """Seconds for a forward over ``size`` tokens (linear interpolation; linear
+        extrapolation from the last two points beyond the largest size)."""
+        if size <= self.sizes[0]:
+            return self.seconds[0]
+        for (s0, t0), (s1, t1) in zip(zip(self.sizes, self.seconds), zip(self.sizes[1:], self.seconds[1:])):
+            if size <= s1:
+                return t0 + (t1 - t0) * (size - s0) / (s1 - s0)
+        (s0, t0), (s1, t1) = list(zip(self.sizes, self.seconds))[-2:] if len(self.sizes) > 1 else ((1, self.seconds[0]),) * 2
+        slope = (t1 - t0) / (s1 - s0) if s1 != s0 else 0.0
+        return t1 + slope * (size - s1)
+
+    def relative(self, size: int) -> float:
+        """Cost of a ``size``-token forward in units of a 1-token forward."""
+        return self.cost(size) / self.seconds[0]
+
+    def oracle_speedup(self, max_draft: int | None = None) -> tuple[float, int]:
+        """Best speedup over plain decoding a drafter that is always right could reach:
+        max over k of (k + 1) / relative(k + 1), k <= max_draft (default: measured range).
+
+        Returns:
+            (speedup, best draft length k).
+
+        Example: costs 1 token 45 ms, 8 tokens 100 ms -> k=7 gives 8 / (100/45) = 3.6x.
+        """
+        top = max_draft if max_draft is not None else self.sizes[-1] - 1
+        best = max(((k + 1) / self.relative(k + 1), k) for k in range(0, top + 1))
+        return best
+
+    def to_json(self) -> dict:
+        return {"sizes": list(self.sizes), "seconds": list(self.seconds)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "CostCurve":
+        return cls(tuple(data["sizes"]), tuple(data["seconds"]))
+
+
+def measure_forward_cost(model: torch.nn.Module, sizes=DEFAULT_SIZES, context: int = 256,
+                         repeats: int = 5) -> CostCurve:
+    """Time target forwards over ``size`` new tokens on a ``context``-token KV cache.
+
+    Args:
+        model: the target causal LM.
+        sizes: token counts to measure (ascending, first 1).
+        context: cached tokens before each measured forward.
+        repeats: timed forwards per size (the median is kept), after one warm-up.
+
+    Returns:
+        :class:`CostCurve`.
+    """
+    device = next(model.parameters()).device
+    vocab = model.get_output_embeddings().weight.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    prefix = torch.randint(0, vocab, (1, context), generator=gen).to(device)
+    kw = kv.cache_kwarg(model)
+    seconds = []
+    with torch.inference_mode():
+        cache = kv.new_cache(model)
+        model(input_ids=prefix, use_cache=True, **{kw: cache})
+        for size in sizes:
+            ids = torch.randint(0, vocab, (1, size), generator=gen).to(device)
+            times = []
+            for i in range(repeats + 1):
+                start = time.perf_counter()
+                model(input_ids=ids, use_cache=True, **{kw: cache})
+                elapsed = time.perf_counter() - start
+                kv.rollback(cache, context)
+                if i:
+                    times.append(elapsed)
+            seconds.append(statistics.median(times))
+    return CostCurve(tuple(sizes), tuple(seconds))
+
+
+def _fingerprint(model: torch.nn.Module, context: int) -> str:
+    cfg = model.config
+    params = sum(p.numel() for p in model.parameters())
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    return (f"{cfg.model_type}-{params}-{dtype}-ctx{context}-threads{torch.get_num_threads()}-"
+            f"{platform.machine()}-{os.cpu_count()}cpu-torch{torch.__version__}")
+
+
+def load_or_measure(model: torch.nn.Module, cache_file: Path | None = None, context: int = 256,
+                    sizes=DEFAULT_SIZES) -> CostCurve:
+    """The cost curve for this model, dtype and machine, measured once and cached as JSON
+    (``cache_file`` defaults to ``<user cache>/hasten/cost.json``; written atomically)."""
+    if cache_file is None:
+        from platformdirs import user_cache_dir
+
+        cache_file = Path(user_cache_dir("hasten")) / "cost.json"
+    key = _fingerprint(model, context)
+    table = {}
+    if cache_file.is_file():
+        try:
+            table = json.loads(cache_file.read_text())
+        except json.JSONDecodeError:
+            table = {}
+    if key in table and tuple(table[key]["sizes"]) == tuple(sizes):
+        return CostCurve.from_json(table[key])
+    curve = measure_forward_cost(model, sizes, context)
+    table[key] = curve.to_json()
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(table, f, indent=1)
+    os.replace(tmp, cache_file)
+    return curve
