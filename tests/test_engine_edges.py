@@ -35,7 +35,8 @@ def test_tiny_budgets_with_long_drafts(model, budget):
     prompt = [11, 12, 13]
     ref = reference(model, prompt, 20, eos_token_id=None)
     drafter = ReferenceChainDrafter(ref, VOCAB, length=5, corrupt=0.0)
-    result = hasten.generate(model, prompt, method=drafter, max_new_tokens=budget, eos_token_id=[])
+    result = hasten.generate(model, prompt, method=drafter, max_new_tokens=budget, eos_token_id=[],
+                             draft_budget=None)
     assert result.sequences[0].tolist() == ref[:len(prompt) + budget]
     assert all(d <= budget - 1 for d in result.stats.drafted)
     assert result.stats.finish_reason == "max_new_tokens"
@@ -47,7 +48,8 @@ def test_eos_inside_an_accepted_block(model):
     eos = free[len(prompt) + 5]  # a token the model emits mid-way
     ref = reference(model, prompt, 24, eos_token_id=eos)
     drafter = ReferenceChainDrafter(free, VOCAB, length=8, corrupt=0.0)
-    result = hasten.generate(model, prompt, method=drafter, max_new_tokens=24, eos_token_id=eos)
+    result = hasten.generate(model, prompt, method=drafter, max_new_tokens=24, eos_token_id=eos,
+                             draft_budget=None)
     assert result.sequences[0].tolist() == ref
     assert result.sequences[0, -1].item() == eos and result.stats.finish_reason == "eos"
     assert max(result.stats.drafted) == 8  # eos arrived inside a fully drafted block

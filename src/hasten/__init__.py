@@ -5,6 +5,7 @@ is token-identical to plain greedy decoding and distribution-identical when samp
 Diffusion side: :mod:`hasten.diffusion`.
 """
 
+from .budget import BudgetConfig
 from .drafters import Drafter, UnknownMethodError, list_methods
 from .engine import GenerationResult, GenerationStats, generate
 from .models import ModelNotInstalledError, load_model
@@ -14,4 +15,4 @@ from .tree import DraftTree
 __version__ = "0.1.0"
 
 __all__ = ["generate", "load_model", "list_methods", "GenerationResult", "GenerationStats",
-           "SamplingParams", "DraftTree", "Drafter", "UnknownMethodError", "ModelNotInstalledError"]
+           "SamplingParams", "BudgetConfig", "DraftTree", "Drafter", "UnknownMethodError", "ModelNotInstalledError"]

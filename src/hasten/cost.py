@@ -131,6 +131,9 @@ def load_or_measure(model: torch.nn.Module, cache_file: Path | None = None, cont
                     sizes=DEFAULT_SIZES) -> CostCurve:
     """The cost curve for this model, dtype and machine, measured once and cached as JSON
     (``cache_file`` defaults to ``<user cache>/hasten/cost.json``; written atomically)."""
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if limit is not None:
+        context = max(1, min(context, limit - max(sizes) - 1))
     if cache_file is None:
         from platformdirs import user_cache_dir
 

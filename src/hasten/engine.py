@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from . import kv
+from .budget import BudgetConfig, DraftBudget
+from .cost import load_or_measure
 from .drafters.base import DraftRequest, VerifiedStep, build_drafter
 from .sampling import SamplingParams, choose_tokens, presence_rows, process_logits
 from .tree import DraftTree, tree_layout
@@ -285,18 +287,25 @@ def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: S
 
 
 def _speculative_loop(target: _Target, run: _Committer, drafter, params: SamplingParams,
-                      generator: torch.Generator, stats: GenerationStats, t0: float) -> None:
+                      generator: torch.Generator, stats: GenerationStats, t0: float,
+                      budget: DraftBudget | None) -> None:
     cache = kv.new_cache(target.model)
     logits = target.forward(cache, run.tokens, last_only=True)
     run.commit(choose_tokens(process_logits(logits, params, _seen(run)), params, generator).tolist())
     stats.prefill_seconds = time.perf_counter() - t0
+    if budget is not None:
+        budget.reset()
     while not run.done:
         max_depth = run.remaining - 1
         draft = drafter.propose(run.tokens, max_depth) if max_depth >= 1 else None
         if draft is not None and len(draft):
             draft = draft.truncated(max_depth)
+            if budget is not None:
+                draft = budget.cut(draft)
         draft = draft if draft is not None and len(draft) else DraftTree.chain([])
         path, nxt, row_tokens, scores = _verify(target, cache, run, draft, params, generator)
+        if budget is not None and len(draft):
+            budget.observe(max(tree_layout(draft.parents).depths), len(path))
         run.commit([draft.tokens[node] for node in path] + [nxt])
         stats.drafted.append(len(draft))
         stats.accepted.append(len(path))
@@ -309,7 +318,7 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
              top_p: float = 1.0, repetition_penalty: float = 1.0, eos_token_id=None,
              stop: Iterable[str] | str | None = None, tokenizer=None, seed: int | None = None,
              streamer: Streamer | None = None, method_options: dict[str, Any] | None = None,
-             ) -> GenerationResult:
+             draft_budget: BudgetConfig | str | None = "auto") -> GenerationResult:
     """Generate up to ``max_new_tokens`` tokens after ``input_ids``, losslessly accelerated.
 
     Args:
@@ -331,6 +340,11 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         seed: seeds the sampling RNGs (target and draft); None = random.
         streamer: called with each list of newly committed token ids, in order.
         method_options: fields of the method's config, e.g. ``{"max_ngram": 4}``.
+        draft_budget: ``"auto"`` (default) cuts each draft to the depth that maximizes
+            expected tokens per second under this machine's measured forward cost
+            (:mod:`hasten.budget`; the cost curve is measured once per model, dtype and
+            machine, about 5 s for SmolLM2, and cached); a :class:`BudgetConfig` to tune
+            it; None verifies every proposed node. Never changes output.
 
     Returns:
         :class:`GenerationResult` with ``sequences`` (1, T + new) int64 and ``stats``.
@@ -347,6 +361,10 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     if draft_model is not None:
         options["draft_model"] = draft_model
     drafter = None if method is None else build_drafter(method, **options)
+    if draft_budget == "auto":
+        draft_budget = BudgetConfig()
+    elif draft_budget is not None and not isinstance(draft_budget, BudgetConfig):
+        raise ValueError(f"draft_budget must be 'auto', None or a BudgetConfig, got {draft_budget!r}")
     prompt = _prompt_list(input_ids)
     target = _Target(model)
     if not prompt:
@@ -379,7 +397,9 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
             else:
                 draft_generator.manual_seed(seed + 0x5DEECE66D)  # independent of the target's stream
             drafter.begin(DraftRequest(prompt, model, params, draft_generator, target.vocab_size))
-            _speculative_loop(target, run, drafter, params, generator, stats, t0)
+            budget = None if draft_budget is None else DraftBudget(load_or_measure(model), draft_budget)
+            t0 = time.perf_counter()  # the one-off cost measurement is not generation time
+            _speculative_loop(target, run, drafter, params, generator, stats, t0, budget)
             stats.drafter = drafter.stats()
         stats.decode_seconds = time.perf_counter() - t0 - stats.prefill_seconds
     stats.new_tokens = len(run.tokens) - len(prompt)

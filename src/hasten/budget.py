@@ -1,0 +1,124 @@
+"""Hardware-aware draft sizing: verify only as many draft nodes as pay for themselves.
+
+Verifying N tokens costs more than verifying one on a CPU (see :mod:`hasten.cost`), so a
+long draft that is usually wrong makes speculative decoding slower than plain decoding.
+After each step the controller updates, per depth d, the rate at which a draft token at
+depth d is accepted given that its parent was; before each step it cuts the proposed tree
+at the depth D that maximizes expected committed tokens per second:
+
+    E(D) = 1 + sum_{d=1..D} prod_{j<=d} q_j,      choose argmax_D  E(D) / cost(n_D + 1)
+
+where n_D is the number of tree nodes at depth <= D. D = 0 is a plain decoding step, so
+with no good candidates the engine falls back to plain decoding; one step in
+``explore_every`` still verifies depth 1 so the estimates can recover.
+
+This is the hardware-aware dynamic tree idea of Parallel Prompt Decoding (Chen et al.,
+"Hardware-Aware Parallel Prompt Decoding for Memory-Efficient Acceleration of LLM
+Inference", arXiv 2405.18628) applied to any drafter. It never changes output, only speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cost import CostCurve
+from .tree import DraftTree, tree_layout
+
+__all__ = ["BudgetConfig", "DraftBudget"]
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Draft sizing settings.
+
+    Attributes:
+        prior: acceptance rate assumed per depth before evidence (fraction 0-1); higher
+            starts with longer drafts.
+        prior_weight: how many observations the prior is worth.
+        decay: weight kept by older observations per update (0-1); lower adapts faster.
+        explore_every: verify at least depth 1 once per this many steps whose optimum
+            is a plain step (0 = never explore).
+        max_nodes: hard cap on verified nodes regardless of cost (None = no cap).
+
+    Raises:
+        ValueError: a field outside its range.
+    """
+
+    prior: float = 0.5
+    prior_weight: float = 2.0
+    decay: float = 0.9
+    explore_every: int = 8
+    max_nodes: int | None = 64
+
+    def __post_init__(self) -> None:
+        if not (0 < self.prior < 1 and self.prior_weight > 0 and 0 < self.decay <= 1 and self.explore_every >= 0):
+            raise ValueError(f"invalid BudgetConfig {self}")
+
+
+class DraftBudget:
+    """Per-request controller (see module docstring); ``reset()`` starts afresh."""
+
+    def __init__(self, curve: CostCurve, config: BudgetConfig = BudgetConfig()):
+        self.curve, self.config = curve, config
+        self.reset()
+
+    def reset(self) -> None:
+        self.trials: list[float] = []  # decayed count of steps whose draft reached depth d+1 with parent accepted
+        self.hits: list[float] = []  # decayed count of those where the depth-(d+1) token was accepted
+        self.skipped = 0
+
+    def rate(self, depth: int) -> float:
+        """q_depth: estimated P(token at ``depth`` accepted | its parent accepted)."""
+        c = self.config
+        i = depth - 1
+        n = self.trials[i] if i < len(self.trials) else 0.0
+        s = self.hits[i] if i < len(self.hits) else 0.0
+        return (s + c.prior * c.prior_weight) / (n + c.prior_weight)
+
+    def choose_depth(self, depths_per_node: list[int]) -> int:
+        """Depth cut D for a tree whose nodes have these depths (1-based)."""
+        if not depths_per_node:
+            return 0
+        max_depth = max(depths_per_node)
+        counts = [0] * (max_depth + 1)
+        for d in depths_per_node:
+            counts[d] += 1
+        best_depth, best_rate = 0, 1.0 / self.curve.cost(1)
+        expected, reach, nodes = 1.0, 1.0, 0
+        for depth in range(1, max_depth + 1):
+            reach *= self.rate(depth)
+            expected += reach
+            nodes += counts[depth]
+            if self.config.max_nodes is not None and nodes > self.config.max_nodes:
+                break
+            rate = expected / self.curve.cost(nodes + 1)
+            if rate > best_rate:
+                best_depth, best_rate = depth, rate
+        if best_depth == 0 and self.config.explore_every:
+            self.skipped += 1
+            if self.skipped >= self.config.explore_every:
+                self.skipped = 0
+                return 1
+        return best_depth
+
+    def cut(self, draft: DraftTree) -> DraftTree:
+        """The draft truncated at the chosen depth (possibly empty)."""
+        depths = tree_layout(draft.parents).depths[1:]
+        depth = self.choose_depth(list(depths))
+        if depth == 0:
+            return DraftTree.chain([])
+        return draft.truncated(depth, self.config.max_nodes)
+
+    def observe(self, verified_depth: int, accepted: int) -> None:
+        """Record a step that verified a tree of depth ``verified_depth`` and accepted
+        ``accepted`` tokens along the path."""
+        decay = self.config.decay
+        while len(self.trials) < verified_depth:
+            self.trials.append(0.0)
+            self.hits.append(0.0)
+        for i in range(len(self.trials)):
+            self.trials[i] *= decay
+            self.hits[i] *= decay
+        for depth in range(1, min(accepted + 1, verified_depth) + 1):
+            self.trials[depth - 1] += 1.0
+            self.hits[depth - 1] += 1.0 if accepted >= depth else 0.0
