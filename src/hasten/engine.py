@@ -286,10 +286,9 @@ def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: S
     return path, nxt, row_tokens, scores
 
 
-def _speculative_loop(target: _Target, run: _Committer, drafter, params: SamplingParams,
+def _speculative_loop(target: _Target, cache, run: _Committer, drafter, params: SamplingParams,
                       generator: torch.Generator, stats: GenerationStats, t0: float,
                       budget: DraftBudget | None) -> None:
-    cache = kv.new_cache(target.model)
     logits = target.forward(cache, run.tokens, last_only=True)
     run.commit(choose_tokens(process_logits(logits, params, _seen(run)), params, generator).tolist())
     stats.prefill_seconds = time.perf_counter() - t0
@@ -298,6 +297,7 @@ def _speculative_loop(target: _Target, run: _Committer, drafter, params: Samplin
     while not run.done:
         max_depth = run.remaining - 1
         draft = drafter.propose(run.tokens, max_depth) if max_depth >= 1 else None
+        kv.rollback(cache, len(run.tokens) - 1)  # undo anything a self-speculative drafter appended
         if draft is not None and len(draft):
             draft = draft.truncated(max_depth)
             if budget is not None:
@@ -396,10 +396,11 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
                 draft_generator.seed()
             else:
                 draft_generator.manual_seed(seed + 0x5DEECE66D)  # independent of the target's stream
-            drafter.begin(DraftRequest(prompt, model, params, draft_generator, target.vocab_size))
+            cache = kv.new_cache(model)
+            drafter.begin(DraftRequest(prompt, model, params, draft_generator, target.vocab_size, cache))
             budget = None if draft_budget is None else DraftBudget(load_or_measure(model), draft_budget)
             t0 = time.perf_counter()  # the one-off cost measurement is not generation time
-            _speculative_loop(target, run, drafter, params, generator, stats, t0, budget)
+            _speculative_loop(target, cache, run, drafter, params, generator, stats, t0, budget)
             stats.drafter = drafter.stats()
         stats.decode_seconds = time.perf_counter() - t0 - stats.prefill_seconds
     stats.new_tokens = len(run.tokens) - len(prompt)

@@ -57,9 +57,15 @@ def _select(cache: DynamicCache, index) -> None:
 
 
 def rollback(cache: DynamicCache, length: int) -> None:
-    """Drop every cached token past the first ``length`` (in place)."""
-    if length < cache_length(cache):
-        _select(cache, slice(0, length))
+    """Drop every cached token past the first ``length`` (in place), in every layer
+    (layers may differ in length after a drafter ran only some of them)."""
+    for layer in cache.layers:
+        keys = getattr(layer, "keys", None)
+        if keys is not None and keys.dim() == 4 and keys.shape[-2] > length:
+            layer.keys = keys[..., :length, :]
+            layer.values = layer.values[..., :length, :]
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length = length
 
 
 def keep_rows(cache: DynamicCache, start: int, rows: list[int]) -> None:

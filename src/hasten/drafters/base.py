@@ -39,6 +39,10 @@ class DraftRequest:
         params: the sampling parameters plain decoding uses.
         generator: RNG for draft sampling, separate from the target's.
         vocab_size: the target's logits width V.
+        target_cache: the engine's KV cache of the target. At ``propose`` time it holds
+            exactly the committed tokens but the last (``len(tokens) - 1``); a
+            self-speculative drafter may append to it while drafting (e.g. the layers it
+            runs), and the engine rolls every layer back to that length after ``propose``.
     """
 
     prompt_ids: list[int]
@@ -46,6 +50,7 @@ class DraftRequest:
     params: SamplingParams
     generator: torch.Generator
     vocab_size: int
+    target_cache: Any = None
 
 
 class Drafter(ABC):
