@@ -26,6 +26,7 @@ METHOD_CASES = {
         ("other-model", lambda target, make: {"draft_model": make("llama", seed=7, layers=1)}),
         ("same-model", lambda target, make: {"draft_model": target, "confidence_threshold": 0.0}),
         ("self-1-layer", lambda target, make: {"draft_model": "self:1", "max_draft": 3}),
+        ("tree-branch-3", lambda target, make: {"draft_model": make("llama", seed=7, layers=1), "branch": 3}),
     ],
 }
 

@@ -98,6 +98,8 @@ CASES = {
     "plain": lambda target, other: (None, {}),
     "draft-is-target": lambda target, other: ("draft_model", {"draft_model": target, "confidence_threshold": 0.0}),
     "different-draft": lambda target, other: ("draft_model", {"draft_model": other, "confidence_threshold": 0.0}),
+    "different-draft-tree": lambda target, other: ("draft_model", {"draft_model": other, "branch": 3,
+                                                                   "confidence_threshold": 0.0}),
     "prompt-lookup": lambda target, other: ("prompt_lookup", {}),
     "tree-sample-and-match": lambda target, other: (ReferenceTreeDrafter([3, 4, 5, 3, 4, 5, 3, 4], V, width=3, depth=2), {}),
 }
@@ -106,6 +108,7 @@ CASES = {
 RUNS = [("plain", "T0.5-topp0.9-rep1.3"),
         ("draft-is-target", "plain-T1"), ("draft-is-target", "T0.5-topp0.9-rep1.3"),
         ("different-draft", "plain-T1"), ("different-draft", "T0.5-topp0.9-rep1.3"),
+        ("different-draft-tree", "plain-T1"),
         ("prompt-lookup", "T0.5-topp0.9-rep1.3"), ("tree-sample-and-match", "T0.5-topp0.9-rep1.3")]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hasten.tree import DraftTree, tree_layout
-from hasten.verify import greedy_accept, speculative_sample_accept, walk_tree
+from hasten.verify import greedy_accept, recursive_rejection_walk, speculative_sample_accept, walk_tree
 
 TREES = {
     "one-node": (-1,),
@@ -65,7 +65,7 @@ def test_draft_tree_validation_and_truncation():
     with pytest.raises(ValueError):
         DraftTree((1, 2), (1, -1))  # parent after child
     with pytest.raises(ValueError):
-        DraftTree((1, 2), (-1, -1), torch.ones(2, 4) / 4)  # probs on a non-chain
+        DraftTree((1, 2), (-1, -1), torch.ones(3, 4) / 4)  # one probs row per node
     tree = DraftTree((10, 11, 12, 13), (-1, 0, 1, -1))
     cut = tree.truncated(max_depth=2)
     assert cut.tokens == (10, 11, 13) and cut.parents == (-1, 0, -1)
@@ -114,3 +114,31 @@ def test_speculative_sampling_single_step_distribution_exact():
         path, nxt = speculative_sample_accept(torch.tensor([x]), draft, target, gen)
         counts[x if path else nxt] += 1
     assert torch.allclose(counts / n, target[0].float(), atol=0.015)
+
+
+def test_recursive_rejection_siblings_without_replacement_exact():
+    """Two siblings drawn without replacement from q: P(first emitted token = x) = p(x)."""
+    gen = torch.Generator().manual_seed(1)
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
+    q = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    target = torch.stack([p, torch.full((4,), 0.25, dtype=torch.float64), torch.full((4,), 0.25, dtype=torch.float64)])
+    counts = torch.zeros(4)
+    n = 20000
+    for _ in range(n):
+        a, b = torch.multinomial(q, 2, replacement=False, generator=gen).tolist()
+        tree = DraftTree((a, b), (-1, -1), torch.stack([q, q]))
+        layout = tree_layout(tree.parents, tree.tokens)
+        path, nxt = recursive_rejection_walk(layout.children, tree.tokens, tree.draft_probs, target, gen)
+        counts[tree.tokens[path[0]] if path else nxt] += 1
+    assert torch.allclose(counts / n, p.float(), atol=0.012)
+
+
+def test_recursive_rejection_accepts_identical_draft():
+    p = torch.tensor([0.2, 0.8], dtype=torch.float64)
+    tree = DraftTree((1, 0), (-1, 0), torch.stack([p, p]))
+    layout = tree_layout(tree.parents, tree.tokens)
+    target = torch.stack([p, p, p])
+    for seed in range(20):
+        path, _ = recursive_rejection_walk(layout.children, tree.tokens, tree.draft_probs, target,
+                                           torch.Generator().manual_seed(seed))
+        assert path == [0, 1]

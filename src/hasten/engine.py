@@ -31,7 +31,7 @@ from .cost import load_or_measure
 from .drafters.base import DraftRequest, VerifiedStep, build_drafter
 from .sampling import SamplingParams, choose_tokens, presence_rows, process_logits
 from .tree import DraftTree, tree_layout
-from .verify import speculative_sample_accept, walk_tree
+from .verify import recursive_rejection_walk, speculative_sample_accept, walk_tree
 
 __all__ = ["generate", "GenerationResult", "GenerationStats"]
 
@@ -275,9 +275,12 @@ def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: S
     scores = process_logits(logits, params, seen)
     if draft.draft_probs is not None and not params.greedy:
         target_probs = scores.softmax(-1)
-        draft_tokens = torch.tensor(draft.tokens, dtype=torch.long, device=logits.device)
-        path, nxt = speculative_sample_accept(draft_tokens, draft.draft_probs.to(target_probs),
-                                              target_probs, generator)
+        draft_probs = draft.draft_probs.to(target_probs)
+        if draft.is_chain:
+            draft_tokens = torch.tensor(draft.tokens, dtype=torch.long, device=logits.device)
+            path, nxt = speculative_sample_accept(draft_tokens, draft_probs, target_probs, generator)
+        else:
+            path, nxt = recursive_rejection_walk(layout.children, draft.tokens, draft_probs, target_probs, generator)
         row_tokens = None
     else:
         row_tokens = choose_tokens(scores, params, generator).tolist()

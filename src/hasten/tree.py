@@ -29,13 +29,15 @@ class DraftTree:
         tokens: (N,) token ids of the draft nodes.
         parents: (N,) parent node index of each node, ``-1`` for a child of the root.
             Parents come before children (``parents[i] < i``).
-        draft_probs: optional (N, V) float tensor: the distribution node i's token was
-            *sampled* from (a draft model's processed probabilities). Present only for
-            chains drafted by sampling; enables the speculative sampling rule.
+        draft_probs: optional (N, V) float tensor: row i is the distribution node i's token
+            was *sampled* from at its parent (a draft model's processed probabilities).
+            Siblings share that distribution and must be drawn from it without
+            replacement, in node order. Enables speculative sampling (chains) and
+            recursive rejection sampling (trees).
 
     Raises:
-        ValueError: lengths differ, a parent index is out of order, or probs are given
-            for a non-chain tree or with the wrong number of rows.
+        ValueError: lengths differ, a parent index is out of order, or probs have the
+            wrong number of rows.
     """
 
     tokens: tuple[int, ...]
@@ -49,8 +51,6 @@ class DraftTree:
             if not -1 <= parent < i:
                 raise ValueError(f"node {i} has parent {parent}; parents must precede children")
         if self.draft_probs is not None:
-            if not self.is_chain:
-                raise ValueError("draft_probs are supported for chains only")
             if self.draft_probs.shape[0] != len(self.tokens):
                 raise ValueError("draft_probs needs one row per drafted token")
 

@@ -12,6 +12,8 @@ Rules implemented:
 - greedy: the longest path whose every token equals the target's argmax at its parent.
 - sample-and-match (lossless for any draft chosen independently of the target's draws):
   draw the target's token at each visited row and follow the child that matches.
+- recursive rejection sampling for trees whose siblings were sampled from a draft
+  distribution (arXiv 2402.14160), of which speculative sampling is the chain case.
 - speculative sampling (Leviathan et al., "Fast Inference from Transformers via
   Speculative Decoding", arXiv 2211.17192; Chen et al., "Accelerating Large Language
   Model Decoding with Speculative Sampling", arXiv 2302.01318): accept drafted token x
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["walk_tree", "greedy_accept", "speculative_sample_accept"]
+__all__ = ["walk_tree", "greedy_accept", "speculative_sample_accept", "recursive_rejection_walk"]
 
 
 def walk_tree(children: tuple[dict, ...], row_tokens: list[int]) -> tuple[list[int], int]:
@@ -103,3 +105,53 @@ def speculative_sample_accept(draft_tokens: torch.Tensor, draft_probs: torch.Ten
         residual = target_probs[first].double()
     nxt = torch.multinomial(residual / residual.sum(), 1, generator=generator)
     return list(range(first)), int(nxt)
+
+
+def recursive_rejection_walk(children: tuple[dict, ...], tokens: tuple[int, ...], draft_probs: torch.Tensor,
+                             target_probs: torch.Tensor,
+                             generator: torch.Generator | None) -> tuple[list[int], int]:
+    """Recursive rejection sampling down a tree whose siblings were drawn *without
+    replacement* from the draft distribution at their parent (Jeon et al., "Recursive
+    Speculative Decoding: Accelerating LLM Inference via Sampling Without Replacement",
+    arXiv 2402.14160).
+
+    At a row with target distribution p and draft distribution q, siblings x_1..x_k (in
+    draw order) are tried in turn: x_i is accepted with probability min(1, p(x_i)/q(x_i));
+    after a rejection p <- normalize(max(0, p - q)) and q <- q without x_i, renormalized.
+    An accepted child becomes the next row; if every child is rejected (or there is none)
+    the next token is drawn from the current p. The emitted tokens are distributed exactly
+    as sampling from the target one token at a time.
+
+    Args:
+        children: per row, ``{token: node}`` in draw order (``TreeLayout.children``).
+        tokens: (N,) node tokens.
+        draft_probs: (N, V) float; row i is the distribution node i was drawn from (the
+            same for siblings).
+        target_probs: (N+1, V) float processed target distributions per row.
+        generator: RNG.
+
+    Returns:
+        (accepted node indices along the path, next token).
+
+    Example: a single child drawn from q == p is always accepted.
+    """
+    path: list[int] = []
+    row = 0
+    while True:
+        p = target_probs[row].double()
+        kids = list(children[row].values())
+        q = draft_probs[kids[0]].double().clone() if kids else None
+        accepted = None
+        for node in kids:
+            x = tokens[node]
+            if float(torch.rand((), generator=generator, dtype=torch.float64)) * float(q[x]) <= float(p[x]):
+                accepted = node
+                break
+            residual = (p - q).clamp_min(0)
+            p = residual / residual.sum() if float(residual.sum()) > 0 else p
+            q[x] = 0.0
+            q = q / q.sum() if float(q.sum()) > 0 else q
+        if accepted is None:
+            return path, int(torch.multinomial(p, 1, generator=generator))
+        path.append(accepted)
+        row = accepted + 1

@@ -41,20 +41,27 @@ class DraftModelConfig:
             larger verification when the draft is right.
         confidence_threshold: stop drafting after a token whose draft probability is below
             this (fraction 0-1); 0 never stops early, higher drafts fewer, safer tokens.
+        branch: candidates per depth (1 = a chain). With b > 1 each depth also offers the
+            draft's next b-1 candidates as leaf siblings (top-k by draft probability when
+            greedy; drawn without replacement when sampling, verified by recursive
+            rejection sampling) at no extra draft forward; more = a wider verification.
 
     Raises:
-        ValueError: no draft model, ``max_draft < 1``, threshold outside [0, 1].
+        ValueError: no draft model, ``max_draft < 1``, ``branch < 1``, threshold outside [0, 1].
     """
 
     draft_model: Any = None
     max_draft: int = 5
     confidence_threshold: float = 0.3
+    branch: int = 1
 
     def __post_init__(self) -> None:
         if self.draft_model is None:
             raise ValueError("method 'draft_model' needs draft_model= (a causal LM or 'self:k')")
         if self.max_draft < 1:
             raise ValueError(f"max_draft must be >= 1, got {self.max_draft}")
+        if self.branch < 1:
+            raise ValueError(f"branch must be >= 1, got {self.branch}")
         if not 0 <= self.confidence_threshold <= 1:
             raise ValueError(f"confidence_threshold must be in [0, 1], got {self.confidence_threshold}")
 
@@ -146,24 +153,33 @@ class DraftModelDrafter(Drafter):
         if params.uses_history:
             seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
             seen[torch.tensor(tokens, device=logits.device)] = True
-        drafted: list[int] = []
+        tokens_out: list[int] = []
+        parents: list[int] = []
         rows: list[torch.Tensor] = []
-        for _ in range(min(self.config.max_draft, max_depth)):
+        chain_parent = -1
+        depth_limit = min(self.config.max_draft, max_depth)
+        for depth in range(1, depth_limit + 1):
             scores = process_logits(logits.unsqueeze(0), params, None if seen is None else seen.unsqueeze(0))[0]
             probs = scores.softmax(-1)
+            width = min(self.config.branch, int((probs > 0).sum()))
             if params.greedy:
-                token = int(scores.argmax())
+                candidates = torch.topk(scores, width).indices.tolist()
             else:
-                token = int(torch.multinomial(probs, 1, generator=self.request.generator))
+                candidates = torch.multinomial(probs, width, replacement=False,
+                                               generator=self.request.generator).tolist()
+            for token in candidates:
+                tokens_out.append(int(token))
+                parents.append(chain_parent)
                 rows.append(probs)
-            drafted.append(token)
+            chain_parent = len(tokens_out) - width  # the first candidate carries the chain on
+            token = candidates[0]
             if seen is not None:
                 seen[token] = True
-            if float(probs[token]) < self.config.confidence_threshold or len(drafted) == min(self.config.max_draft, max_depth):
+            if float(probs[token]) < self.config.confidence_threshold or depth == depth_limit:
                 break
             logits = self._feed([token])
-        probs = torch.stack(rows) if rows else None
-        return DraftTree.chain(drafted, probs)
+        draft_probs = None if params.greedy else torch.stack(rows)
+        return DraftTree(tuple(tokens_out), tuple(parents), draft_probs)
 
     def stats(self) -> dict:
         return {"draft_forward_passes": self.forwards}
