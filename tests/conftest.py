@@ -11,6 +11,16 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 VOCAB = 96
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_for_tiny_models():
+    """Tiny models are dominated by per-op overhead; intra-op threads only add contention
+    (tests/test_real_model.py raises the count for the real model)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _tiny(kind: str, seed: int = 0, layers: int = 2, vocab: int = VOCAB, init: float = 0.3):
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,

@@ -71,3 +71,19 @@ def test_half_written_cache_is_rebuilt(monkeypatch, tmp_path, tiny_factory):
     path = models._builtin_path("fake")
     assert json.loads((path / "hasten.json").read_text())["format"] == models._CACHE_FORMAT
     assert (path / "model.safetensors").stat().st_size > 1000
+
+
+def test_auto_dtype_picks_the_faster_measured_dtype(monkeypatch, tmp_path, tiny_factory):
+    from hasten import cost
+
+    model = tiny_factory("llama").float()
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "tokenizer_config.json").write_text("{}")
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(lambda cls, *a, **k: _Tok()))
+    curves = {torch.float32: cost.CostCurve((1, 8), (0.045, 0.100)),  # fp32: grows with N
+              torch.bfloat16: cost.CostCurve((1, 8), (0.063, 0.058))}  # bf16/AMX: flat
+    monkeypatch.setattr(cost, "load_or_measure", lambda m: curves[next(m.parameters()).dtype])
+    assert next(models.load_model(str(tmp_path / "m"), dtype="auto", verify_tokens=8)[0].parameters()).dtype is torch.bfloat16
+    assert next(models.load_model(str(tmp_path / "m"), dtype="auto", verify_tokens=1)[0].parameters()).dtype is torch.float32

@@ -27,13 +27,18 @@ CASES = {"prompt_lookup": {}, "draft_model": {"draft_model": "self:10"}}
 
 @pytest.fixture(scope="module")
 def smollm():
+    import os
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # the session fixture set 1 for tiny models
     model, tok = hasten.load_model("smollm2-135m")
     encoded = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                        return_tensors="pt", return_dict=True)["input_ids"] for p in PROMPTS]
     with torch.inference_mode():
         refs = [model.generate(ids, do_sample=False, max_new_tokens=MAX_NEW,
                                attention_mask=torch.ones_like(ids))[0].tolist() for ids in encoded]
-    return model, tok, encoded, refs
+    yield model, tok, encoded, refs
+    torch.set_num_threads(previous)
 
 
 def _explain(model, ids, ref, out):

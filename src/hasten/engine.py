@@ -2,8 +2,9 @@
 
 ``generate`` is the one entry point. With ``method=None`` it runs :func:`_plain_loop`, the
 reference path (one token per target forward, exactly ``model.generate``'s arithmetic).
-With a method it runs :func:`_speculative_loop`: each step verifies the root (last
-committed token) plus a draft tree in one target forward, accepts the longest agreeing
+With a method it runs :func:`_speculative_loop`: the prompt but its last token is
+prefilled, then each step verifies the root (last committed token) plus a draft tree in
+one target forward, accepts the longest agreeing
 path plus one target token, and compacts the KV cache to the accepted path.
 
 Lossless: greedy output is token-identical to plain greedy decoding; sampled output has
@@ -48,7 +49,9 @@ class GenerationStats:
         forward_passes: target forwards, prefill included.
         drafted / accepted: per verification step, draft nodes verified and draft tokens
             accepted (the bonus token excluded).
-        prefill_seconds: prompt forward + first token; decode_seconds: the rest (seconds).
+        prefill_seconds: the prompt forward (seconds; plain decoding includes the first
+            token, speculative paths prefill all but the last prompt token).
+        decode_seconds: the rest (seconds).
         finish_reason: "eos", "stop_string", "max_new_tokens" or "context_length".
         drafter: drafter-specific figures.
     """
@@ -292,8 +295,10 @@ def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: S
 def _speculative_loop(target: _Target, cache, run: _Committer, drafter, params: SamplingParams,
                       generator: torch.Generator, stats: GenerationStats, t0: float,
                       budget: DraftBudget | None) -> None:
-    logits = target.forward(cache, run.tokens, last_only=True)
-    run.commit(choose_tokens(process_logits(logits, params, _seen(run)), params, generator).tolist())
+    """Prefill all but the last prompt token, so the very first step already verifies a
+    draft with the last prompt token as its root."""
+    if len(run.tokens) > 1:
+        target.forward(cache, run.tokens[:-1], last_only=True)
     stats.prefill_seconds = time.perf_counter() - t0
     if budget is not None:
         budget.reset()
