@@ -120,3 +120,21 @@ def test_gpt2_tree_verification(tiny_factory):
         ref = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences[0].tolist()
         drafter = ReferenceTreeDrafter(ref, VOCAB, seed=i, width=3, depth=3)
         assert hasten.generate(model, prompt, method=drafter, max_new_tokens=MAX_NEW).sequences[0].tolist() == ref
+
+
+@pytest.mark.parametrize("method,options", [
+    pytest.param(None, {}, id="plain"),
+    pytest.param("prompt_lookup", {}, id="prompt_lookup"),
+    pytest.param("draft_model", {"branch": 2}, id="draft_model-tree"),
+])
+def test_static_cache_is_token_identical(model_and_refs, tiny_factory, method, options):
+    model, refs = model_and_refs
+    if method == "draft_model":
+        options = dict(options, draft_model=tiny_factory("llama", seed=7, layers=1))
+    for i, (prompt, ref) in enumerate(zip(PROMPTS, refs)):
+        out = hasten.generate(model, prompt, method=method, max_new_tokens=MAX_NEW, method_options=options,
+                              kv_cache="static").sequences[0].tolist()
+        assert out == ref, f"static cache, {method}, prompt {i}: {_first_mismatch(out, ref)}"
+        tree = ReferenceTreeDrafter(ref, VOCAB, seed=i, width=3, depth=3)
+        out = hasten.generate(model, prompt, method=tree, max_new_tokens=MAX_NEW, kv_cache="static")
+        assert out.sequences[0].tolist() == ref

@@ -57,3 +57,30 @@ def test_tree_logits_equal_sequential_logits(tiny_model):
         for row, path in enumerate(paths):
             ref = tiny_model(input_ids=torch.tensor([committed + path])).logits[0, -1]
             assert torch.allclose(logits[row], ref, atol=1e-10), f"row {row}"
+
+
+def test_preallocated_cache_matches_dynamic(tiny_model):
+    """Preallocated layers: same logits, same rollback and compaction results as the
+    dynamic cache, including growth past the initial capacity."""
+    from hasten.engine import _Target
+    from hasten.tree import DraftTree
+
+    tokens = [(7 * i) % 90 + 3 for i in range(300)]  # > 256: forces a capacity doubling
+    dynamic, static = kv.new_cache(tiny_model), kv.new_cache(tiny_model, preallocate=True)
+    assert any(isinstance(layer, kv.PreallocatedLayer) for layer in static.layers)
+    kw = kv.cache_kwarg(tiny_model)
+    with torch.inference_mode():
+        for cache in (dynamic, static):
+            tiny_model(input_ids=torch.tensor([tokens]), use_cache=True, **{kw: cache})
+            kv.rollback(cache, 280)
+        _assert_same(dynamic, static)
+        target = _Target(tiny_model)
+        tree = DraftTree((50, 51, 52, 53, 54), (-1, -1, 1, 1, 3))
+        outs = []
+        for cache in (dynamic, static):
+            positions, mask = target.tree_inputs(kv.cache_length(cache), tree)
+            outs.append(target.forward(cache, [tokens[280], *tree.tokens], position_ids=positions, mask=mask))
+            kv.keep_rows(cache, 280, [0, 2, 4, 5])
+        assert torch.equal(outs[0], outs[1])
+        _assert_same(dynamic, static)
+        _assert_same(static, _cache_for(tiny_model, tokens[:281] + [51, 53, 54]))

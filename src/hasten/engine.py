@@ -238,10 +238,9 @@ def _prompt_list(input_ids) -> list[int]:
     return [int(t) for t in input_ids]
 
 
-def _plain_loop(target: _Target, run: _Committer, params: SamplingParams,
+def _plain_loop(target: _Target, cache, run: _Committer, params: SamplingParams,
                 generator: torch.Generator, stats: GenerationStats, t0: float) -> None:
     """Reference path: one target forward per token."""
-    cache = kv.new_cache(target.model)
     logits = target.forward(cache, run.tokens, last_only=True)
     run.commit(choose_tokens(process_logits(logits, params, _seen(run)), params, generator).tolist())
     stats.prefill_seconds = time.perf_counter() - t0
@@ -326,7 +325,7 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
              top_p: float = 1.0, repetition_penalty: float = 1.0, eos_token_id=None,
              stop: Iterable[str] | str | None = None, tokenizer=None, seed: int | None = None,
              streamer: Streamer | None = None, method_options: dict[str, Any] | None = None,
-             draft_budget: BudgetConfig | str | None = "auto") -> GenerationResult:
+             draft_budget: BudgetConfig | str | None = "auto", kv_cache: str = "dynamic") -> GenerationResult:
     """Generate up to ``max_new_tokens`` tokens after ``input_ids``, losslessly accelerated.
 
     Args:
@@ -353,6 +352,9 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
             (:mod:`hasten.budget`; the cost curve is measured once per model, dtype and
             machine, about 5 s for SmolLM2, and cached); a :class:`BudgetConfig` to tune
             it; None verifies every proposed node. Never changes output.
+        kv_cache: ``"dynamic"`` (grow by concatenation) or ``"static"`` (preallocated
+            buffers, in-place rollback and compaction: :class:`hasten.kv.PreallocatedLayer`).
+            Never changes output.
 
     Returns:
         :class:`GenerationResult` with ``sequences`` (1, T + new) int64 and ``stats``.
@@ -380,6 +382,8 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     if target.context_length is not None and len(prompt) >= target.context_length:
         raise ValueError(f"prompt has {len(prompt)} tokens but the model's context length is "
                          f"{target.context_length}; shorten the prompt")
+    if kv_cache not in ("dynamic", "static"):
+        raise ValueError(f"kv_cache must be 'dynamic' or 'static', got {kv_cache!r}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     stop = [stop] if isinstance(stop, str) else list(stop or [])
@@ -397,14 +401,15 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     with torch.inference_mode():
         t0 = time.perf_counter()
         if drafter is None:
-            _plain_loop(target, run, params, generator, stats, t0)
+            _plain_loop(target, kv.new_cache(model, preallocate=kv_cache == "static"), run, params, generator,
+                        stats, t0)
         else:
             draft_generator = torch.Generator()
             if seed is None:
                 draft_generator.seed()
             else:
                 draft_generator.manual_seed(seed + 0x5DEECE66D)  # independent of the target's stream
-            cache = kv.new_cache(model)
+            cache = kv.new_cache(model, preallocate=kv_cache == "static")
             drafter.begin(DraftRequest(prompt, model, params, draft_generator, target.vocab_size, cache))
             budget = None if draft_budget is None else DraftBudget(load_or_measure(model), draft_budget)
             t0 = time.perf_counter()  # the one-off cost measurement is not generation time

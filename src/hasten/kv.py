@@ -14,8 +14,9 @@ import inspect
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
-__all__ = ["new_cache", "cache_length", "rollback", "keep_rows", "cache_kwarg"]
+__all__ = ["new_cache", "cache_length", "rollback", "keep_rows", "cache_kwarg", "PreallocatedLayer"]
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:
@@ -25,13 +26,85 @@ def cache_kwarg(model: torch.nn.Module) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def new_cache(model: torch.nn.Module) -> DynamicCache:
+class PreallocatedLayer(DynamicLayer):
+    """A full-attention KV layer backed by preallocated buffers written in place.
+
+    ``keys``/``values`` are views ``buffer[..., :length, :]`` of shape (B, heads, T,
+    head_dim); appending writes into the buffer (capacity doubles when full) instead of
+    concatenating a new tensor each step, rollback only moves ``length``, and tree-path
+    compaction copies the kept rows down in place. Attention still runs over the T live
+    tokens only.
+    """
+
+    def __init__(self, capacity: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        self.capacity, self.length = capacity, 0
+        self._keys_buffer = self._values_buffer = None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self._allocate(key_states, value_states, max(self.capacity, key_states.shape[-2]))
+        self.is_initialized = True
+
+    def _allocate(self, key_like: torch.Tensor, value_like: torch.Tensor, capacity: int) -> None:
+        old_k, old_v = self._keys_buffer, self._values_buffer
+        shape_k = (*key_like.shape[:2], capacity, key_like.shape[-1])
+        shape_v = (*value_like.shape[:2], capacity, value_like.shape[-1])
+        self._keys_buffer = torch.empty(shape_k, dtype=key_like.dtype, device=key_like.device)
+        self._values_buffer = torch.empty(shape_v, dtype=value_like.dtype, device=value_like.device)
+        if old_k is not None and self.length:
+            self._keys_buffer[..., :self.length, :].copy_(old_k[..., :self.length, :])
+            self._values_buffer[..., :self.length, :].copy_(old_v[..., :self.length, :])
+        self.capacity = capacity
+
+    def _publish(self) -> None:
+        self.keys = self._keys_buffer[..., :self.length, :]
+        self.values = self._values_buffer[..., :self.length, :]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        new = key_states.shape[-2]
+        if self.length + new > self.capacity:
+            self._allocate(key_states, value_states, max(2 * self.capacity, self.length + new))
+        self._keys_buffer[..., self.length:self.length + new, :].copy_(key_states)
+        self._values_buffer[..., self.length:self.length + new, :].copy_(value_states)
+        self.length += new
+        self._publish()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` tokens (no copy)."""
+        self.length = min(self.length, length)
+        if self.is_initialized:
+            self._publish()
+
+    def keep(self, start: int, index: torch.Tensor) -> None:
+        """Keep tokens ``[0, start)`` then those at ``index`` (absolute, ascending), in place."""
+        n = index.numel()
+        self._keys_buffer[..., start:start + n, :] = self._keys_buffer.index_select(2, index)
+        self._values_buffer[..., start:start + n, :] = self._values_buffer.index_select(2, index)
+        self.length = start + n
+        self._publish()
+
+
+def new_cache(model: torch.nn.Module, preallocate: bool = False) -> DynamicCache:
     """An empty dynamic cache for ``model`` whose every layer can be rolled back.
+
+    Args:
+        model: the causal LM the cache is for.
+        preallocate: back full-attention layers with :class:`PreallocatedLayer` (in-place
+            writes, rollback and compaction) instead of growing tensors by concatenation.
 
     Raises:
         ValueError: the model has a layer type whose state cannot be cropped.
     """
     cache = DynamicCache(config=model.config)
+    if preallocate:
+        cache.layers = [PreallocatedLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     for layer in cache.layers:
         if getattr(layer, "is_sliding", False) and hasattr(layer, "activate_past_recording"):
             layer.activate_past_recording()
@@ -46,20 +119,13 @@ def cache_length(cache: DynamicCache) -> int:
     return cache.get_seq_length()
 
 
-def _select(cache: DynamicCache, index) -> None:
-    for layer in cache.layers:
-        if not getattr(layer, "is_initialized", True) or getattr(layer, "keys", None) is None:
-            continue
-        layer.keys = layer.keys[..., index, :]
-        layer.values = layer.values[..., index, :]
-        if hasattr(layer, "cumulative_length"):
-            layer.cumulative_length = layer.keys.shape[-2]
-
-
 def rollback(cache: DynamicCache, length: int) -> None:
     """Drop every cached token past the first ``length`` (in place), in every layer
     (layers may differ in length after a drafter ran only some of them)."""
     for layer in cache.layers:
+        if isinstance(layer, PreallocatedLayer):
+            layer.truncate(length)
+            continue
         keys = getattr(layer, "keys", None)
         if keys is not None and keys.dim() == 4 and keys.shape[-2] > length:
             layer.keys = keys[..., :length, :]
@@ -84,6 +150,15 @@ def keep_rows(cache: DynamicCache, start: int, rows: list[int]) -> None:
     if rows == list(range(len(rows))):
         rollback(cache, start + len(rows))
         return
-    index = torch.tensor(list(range(start)) + [start + r for r in rows], dtype=torch.long)
-    device = next((l.keys.device for l in cache.layers if getattr(l, "keys", None) is not None), None)
-    _select(cache, index.to(device) if device is not None else index)
+    for layer in cache.layers:
+        keys = getattr(layer, "keys", None)
+        if keys is None or keys.dim() != 4:
+            continue
+        tail = torch.tensor([start + r for r in rows], dtype=torch.long, device=keys.device)
+        if isinstance(layer, PreallocatedLayer):
+            layer.keep(start, tail)
+            continue
+        layer.keys = torch.cat([keys[..., :start, :], keys.index_select(2, tail)], dim=2)
+        layer.values = torch.cat([layer.values[..., :start, :], layer.values.index_select(2, tail)], dim=2)
+        if hasattr(layer, "cumulative_length"):
+            layer.cumulative_length = layer.keys.shape[-2]
