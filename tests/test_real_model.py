@@ -81,3 +81,35 @@ def test_cli_generate_streams_and_prints_stats(smollm, capsys):
                                       "--chat", "Say hello."])
     assert result.exit_code == 0, result.output
     assert "tok/s" in result.output and "mean accepted tokens" in result.output
+
+
+def test_bfloat16_matches_plain_bfloat16_up_to_ties():
+    """bf16: every method equals plain bf16 decoding, except where the plain model's top-2
+    logits tie within bf16 rounding (verifying several tokens per forward rounds
+    differently than one at a time). Any other divergence is a logic bug."""
+    import os
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        model, tok = hasten.load_model("smollm2-135m", dtype="bfloat16")
+        for prompt in PROMPTS[:2]:
+            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                          return_tensors="pt", return_dict=True)["input_ids"]
+            ref = hasten.generate(model, ids, max_new_tokens=32).sequences[0].tolist()
+            for method, options in CASES.items():
+                out = hasten.generate(model, ids, method=method, max_new_tokens=32,
+                                      method_options=options).sequences[0].tolist()
+                if out == ref:
+                    continue
+                pos = next((i for i, (a, b) in enumerate(zip(ref, out)) if a != b), None)
+                assert pos is not None, f"{method}: lengths differ without a token difference"
+                with torch.inference_mode():
+                    logits = model(input_ids=torch.tensor([ref[:pos]])).logits[0, -1].float()
+                top2 = torch.topk(logits, 2).values
+                margin = float(top2[0] - top2[1])
+                ulp = float(torch.finfo(torch.bfloat16).eps) * abs(float(top2[0]))
+                assert margin <= 2 * ulp, (f"{method} bf16: " + _explain(model, ids, ref, out)
+                                           + f" (bf16 ulp there {ulp:.3f}: not a tie, a logic bug)")
+    finally:
+        torch.set_num_threads(previous)
