@@ -1,0 +1,290 @@
+"""``hasten bench`` and ``hasten report``: a thin adapter from options to the harness.
+
+    hasten bench --model smollm2-135m --methods ar,prompt_lookup,hf_greedy \\
+                 --dataset spec_bench:PATH/question.jsonl --max-new-tokens 128 --out results/run1
+    hasten bench --quick
+    hasten report results/run1
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .datasets import HUMANEVAL, SPEC_BENCH_SOURCE, DatasetError, Question, load_dataset, select
+from .peers import PeerContext, Request, build_contenders, check_methods
+from .records import RECORDS_FILE, read_meta, read_records
+from .report import render_report, text_table
+from .runner import BenchRunner, BenchSettings
+from .tiny import TINY_RANDOM, tiny_random
+
+__all__ = ["BenchPlan", "execute", "add_commands", "QUICK_METHODS", "DEFAULT_METHODS"]
+
+DEFAULT_METHODS = "ar,prompt_lookup,hf_greedy,hf_prompt_lookup"
+QUICK_METHODS = "ar,prompt_lookup,hf_greedy"
+QUICK_DATASETS = ("smoke", "humaneval:1")
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Everything one benchmark run needs (the CLI fills it; scripts may build it).
+
+    Attributes:
+        methods: names as in ``--methods``. datasets: ``--dataset`` specs.
+        subtasks: keep only these (None = all). per_subtask: first N questions of each
+            Spec-Bench subtask (HumanEval's count comes from ``humaneval:N``).
+        method_options: ``{"prompt_lookup": {"max_ngram": 4}}``.
+        draft_model: ``self:K`` or a model name/path for draft-model methods and hf_assisted.
+        prompt_lookup_tokens: hf_prompt_lookup / llamacpp_prompt_lookup draft length.
+        gguf: GGUF file for llama.cpp peers (None = the built-in model's).
+        cost_cache: cost-curve cache file (None = user cache dir).
+        fresh_cost: measure the cost curve now instead of reading the cache (a cached
+            curve measured while the machine was busy gives a wrong oracle).
+        command: recorded in the report.
+    """
+
+    out: Path
+    model: str = "smollm2-135m"
+    dtype: str = "float32"
+    methods: tuple[str, ...] = tuple(DEFAULT_METHODS.split(","))
+    datasets: tuple[str, ...] = ()
+    subtasks: tuple[str, ...] | None = None
+    per_subtask: int | None = None
+    settings: BenchSettings = field(default_factory=BenchSettings)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    draft_model: str | None = None
+    prompt_lookup_tokens: int = 10
+    gguf: str | None = None
+    resume: bool = False
+    progress: bool = True
+    cost_cache: Path | None = None
+    fresh_cost: bool = False
+    command: str = ""
+
+
+def load_questions(datasets, subtasks, per_subtask) -> list[Question]:
+    """Questions of every dataset spec, filtered (see :class:`BenchPlan`).
+
+    Raises:
+        DatasetError: no dataset given, a bad spec, or nothing left after filtering.
+    """
+    if not datasets:
+        raise DatasetError(f"give --dataset spec_bench:PATH/question.jsonl (from {SPEC_BENCH_SOURCE}) "
+                           "and/or --dataset humaneval[:N], or use --quick")
+    questions: list[Question] = []
+    for spec in datasets:
+        loaded = load_dataset(spec)
+        limit = None if spec.split(":")[0] == HUMANEVAL else per_subtask
+        questions += select(loaded, subtasks, limit)
+    if not questions:
+        raise DatasetError("no questions left after --subtasks / --per-subtask")
+    return questions
+
+
+def _load_target(name: str, dtype: str):
+    import hasten
+    from ..models import _resolve_dtype
+
+    if name == TINY_RANDOM:
+        return tiny_random(dtype=_resolve_dtype(dtype))
+    return hasten.load_model(name, dtype=dtype)
+
+
+def _load_draft(spec: str | None, model, dtype: str, tokenizer):
+    if spec is None:
+        return None
+    from ..cli import _load_draft as load_named
+    from ..drafters.draft_model import resolve_draft_model
+
+    return resolve_draft_model(spec, model) if spec.startswith("self:") else load_named(spec, dtype, tokenizer)
+
+
+def _machine() -> str:
+    import torch
+
+    cpu = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"{cpu}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
+
+
+def _meta(plan: BenchPlan, names, notes, contenders, questions, oracle) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    import hasten
+
+    s = plan.settings.request.sampling
+    return {"model": plan.model, "dtype": plan.dtype, "methods": list(names), "notes": notes,
+            "contenders": {c.name: c.describe() for c in contenders},
+            "max_new_tokens": plan.settings.max_new_tokens, "runs": plan.settings.runs,
+            "warmup": plan.settings.warmup, "max_turns": plan.settings.max_turns,
+            "sampling": {"greedy": s.greedy, "do_sample": s.do_sample, "temperature": s.temperature,
+                         "top_k": s.top_k, "top_p": s.top_p, "repetition_penalty": s.repetition_penalty,
+                         "seed": plan.settings.request.seed},
+            "method_options": {k: {f: repr(v) for f, v in o.items()} for k, o in plan.method_options.items()},
+            "draft_model": plan.draft_model, "datasets": list(plan.datasets),
+            "questions": [[q.subtask, q.question_id] for q in questions], "oracle": oracle,
+            "machine": _machine(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": plan.command, "versions": {"hasten": hasten.__version__, "torch": torch.__version__,
+                                                  "transformers": transformers.__version__}}
+
+
+def _oracle(model, cost_cache: Path | None, fresh: bool) -> dict[str, Any]:
+    """Oracle speedup from the forward cost curve: the cached one (measured once per model,
+    dtype, thread count and machine), or one measured now when ``fresh``."""
+    from ..cost import load_or_measure, measure_forward_cost
+
+    curve = measure_forward_cost(model) if fresh else load_or_measure(model, cache_file=cost_cache)
+    speedup, k = curve.oracle_speedup()
+    return {"speedup": speedup, "k": k, "curve": curve.to_json(), "source": "measured in this run" if fresh else "cache"}
+
+
+def execute(plan: BenchPlan) -> Path:
+    """Run the benchmark described by ``plan`` and render its report.
+
+    Returns:
+        the run folder.
+
+    Raises:
+        hasten.UnknownMethodError / ValueError / DatasetError: bad options (before any
+            model loads). KeyboardInterrupt: after the report of what finished is written.
+    """
+    import torch
+
+    names, notes = check_methods(list(plan.methods), plan.draft_model is not None)
+    for method in plan.method_options:
+        if method not in names or method == "ar":
+            raise ValueError(f"--method-option for {method!r}, which is not a hasten method in --methods")
+    questions = load_questions(plan.datasets, plan.subtasks, plan.per_subtask)
+    model, tokenizer = _load_target(plan.model, plan.dtype)
+    draft = _load_draft(plan.draft_model, model, plan.dtype, tokenizer)
+    oracle = _oracle(model, plan.cost_cache, plan.fresh_cost)
+    seed = plan.settings.request.seed
+    context = PeerContext(model, plan.model, time.perf_counter, draft, plan.prompt_lookup_tokens, plan.gguf,
+                          torch.get_num_threads(), seed)
+    contenders = build_contenders(names, context, plan.method_options)
+    runner = BenchRunner(model, tokenizer, contenders, plan.settings, plan.out, progress=plan.progress)
+    runner.prepare(_meta(plan, names, notes, contenders, questions, oracle), plan.resume)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    try:
+        runner.warm_up(questions)
+        runner.run(questions, resume=plan.resume)
+    except KeyboardInterrupt:
+        render_report(plan.out)
+        typer.echo(f"\ninterrupted; finished records and a partial report are in {plan.out}; "
+                   f"continue with --resume --out {plan.out}", err=True)
+        raise
+    render_report(plan.out)
+    return plan.out
+
+
+def _split(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def parse_method_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """``["prompt_lookup.max_ngram=4"]`` -> ``{"prompt_lookup": {"max_ngram": 4}}``, typed.
+
+    Raises:
+        ValueError: not METHOD.FIELD=VALUE, or what :func:`hasten.cli.parse_options` raises.
+        hasten.UnknownMethodError: an unknown method.
+    """
+    from ..cli import parse_options
+
+    grouped: dict[str, list[str]] = {}
+    for pair in pairs:
+        method, dot, rest = pair.partition(".")
+        if not dot or "=" not in rest:
+            raise ValueError(f"--method-option {pair!r}: expected METHOD.FIELD=VALUE")
+        grouped.setdefault(method, []).append(rest)
+    return {method: parse_options(method, fields) for method, fields in grouped.items()}
+
+
+def _command() -> str:
+    args = [a for a in sys.argv[1:]]
+    return shlex.join(["hasten", *args]) if Path(sys.argv[0]).name == "hasten" else shlex.join(sys.argv)
+
+
+def bench(
+    model: str = typer.Option("smollm2-135m", help="Built-in name, local folder, hub id, or tiny-random (smoke tests)."),
+    methods: Optional[str] = typer.Option(None, help=f"Comma-separated: ar, hasten methods, hf_greedy, hf_prompt_lookup, "
+                                          f"hf_assisted, llamacpp, llamacpp_prompt_lookup. Default {DEFAULT_METHODS} "
+                                          f"(--quick: {QUICK_METHODS})."),
+    dataset: list[str] = typer.Option([], help="spec_bench:PATH, PATH.jsonl, humaneval[:N] or smoke (repeatable)."),
+    subtasks: Optional[str] = typer.Option(None, help="Comma-separated subtasks to keep (default all)."),
+    per_subtask: Optional[int] = typer.Option(None, min=1, help="First N questions of each Spec-Bench subtask."),
+    max_turns: Optional[int] = typer.Option(None, min=1, help="Turns per question (default all; mt_bench has 2)."),
+    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Per turn (default 128; --quick 64)."),
+    runs: int = typer.Option(1, min=1, help="Passes over the questions."),
+    warmup: int = typer.Option(1, min=0, help="Untimed warm-up generations per method."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or float64."),
+    draft_model: Optional[str] = typer.Option(None, help="Draft for draft_model / hf_assisted: model name/path or self:K."),
+    method_option: list[str] = typer.Option([], help="METHOD.FIELD=VALUE, e.g. prompt_lookup.max_ngram=4 (repeatable)."),
+    prompt_lookup_num_tokens: int = typer.Option(10, min=1, help="Draft length of hf_prompt_lookup / llamacpp_prompt_lookup."),
+    gguf: Optional[str] = typer.Option(None, help="GGUF file for llama.cpp peers (default: the built-in model's)."),
+    do_sample: bool = typer.Option(False, help="Sample instead of greedy decoding (the audit is skipped)."),
+    temperature: float = typer.Option(1.0),
+    top_k: int = typer.Option(0, help="0 = off."),
+    top_p: float = typer.Option(1.0),
+    repetition_penalty: float = typer.Option(1.0),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default results/bench-<time> or results/quick-<time>)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out, skipping finished records."),
+    quick: bool = typer.Option(False, help=f"Smoke check: methods {QUICK_METHODS}, built-in prompts + 1 HumanEval "
+                                           "problem (or 1 question per subtask of --dataset), 64 tokens."),
+    cost_cache: Optional[Path] = typer.Option(None, help="Forward-cost cache file (default: user cache dir)."),
+    fresh_cost: bool = typer.Option(False, help="Measure the forward-cost curve (oracle) now instead of using the cache."),
+    progress: bool = typer.Option(True, help="Show a progress bar with ETA."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads for the run (default: torch's choice)."),
+) -> None:
+    """Benchmark methods and peers on the Spec-Bench protocol; writes records, report.md and plots."""
+    from ..sampling import SamplingParams
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    if resume and out is None:
+        raise ValueError("--resume needs --out (the run folder to continue)")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = out or Path("results") / f"{'quick' if quick else 'bench'}-{stamp}"
+    sampling = SamplingParams(do_sample, temperature, top_k, top_p, repetition_penalty)
+    settings = BenchSettings(max_new_tokens=max_new_tokens or (64 if quick else 128), runs=runs, warmup=warmup,
+                             max_turns=max_turns, request=Request(1, sampling, seed))
+    plan = BenchPlan(out=out, model=model, dtype=dtype, methods=_split(methods or (QUICK_METHODS if quick else DEFAULT_METHODS)),
+                     datasets=tuple(dataset) or (QUICK_DATASETS if quick else ()), subtasks=_split(subtasks),
+                     per_subtask=per_subtask or (1 if quick else None), settings=settings,
+                     method_options=parse_method_options(method_option), draft_model=draft_model,
+                     prompt_lookup_tokens=prompt_lookup_num_tokens, gguf=gguf, resume=resume, progress=progress,
+                     cost_cache=cost_cache, fresh_cost=fresh_cost, command=_command())
+    execute(plan)
+    meta, records = read_meta(out), read_records(out / RECORDS_FILE)
+    typer.echo("\n".join(text_table(records, meta["methods"], meta)))
+    typer.echo(f"\nreport: {out / 'report.md'}")
+
+
+def report(run_dir: Path = typer.Argument(..., help="A `hasten bench --out` folder.")) -> None:
+    """Re-render report.md and the plots from a run folder's raw records."""
+    path = render_report(run_dir)
+    meta, records = read_meta(run_dir), read_records(run_dir / RECORDS_FILE)
+    typer.echo("\n".join(text_table(records, meta["methods"], meta)))
+    typer.echo(f"\nreport: {path}")
+
+
+def add_commands(app: typer.Typer) -> None:
+    """Register ``bench`` and ``report`` on the hasten Typer app."""
+    app.command("bench")(bench)
+    app.command("report")(report)

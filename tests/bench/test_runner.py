@@ -1,0 +1,184 @@
+"""The benchmark loop on a tiny random model: resume, errors, mt_bench turns, the audit."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from hasten.bench.datasets import Question, build_messages, encode_chat
+from hasten.bench.peers import Contender, Outcome, PeerContext, build_contenders
+from hasten.bench.records import RECORDS_FILE, read_records, record_key
+from hasten.bench.report import render_report
+from hasten.bench.runner import BenchRunner, BenchSettings, rotated
+from hasten.bench.tiny import tiny_random
+
+QUESTIONS = [
+    Question("81", "mt_bench", "writing", ("Write a short poem about rain.", "Now give it a title.")),
+    Question("161", "translation", "translation", ("Translate German to English: Guten Morgen",)),
+    Question("321", "qa", "qa", ("abcabcabcabc abcabc abc",)),
+]
+TOO_LONG = Question("999", "rag", "rag", ("x" * 400,))  # beyond the tiny model's 256-token context
+META = {"model": "tiny-random", "dtype": "float32", "methods": ["ar", "prompt_lookup", "hf_greedy"], "runs": 1,
+        "max_new_tokens": 12, "sampling": {"greedy": True}, "questions": [], "max_turns": None,
+        "contenders": {}, "oracle": {"speedup": 3.0, "k": 7}}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 2-layer model: thread start-up costs more than it saves
+    yield tiny_random(seed=3, context_length=256)
+    torch.set_num_threads(threads)
+
+
+def tick_clock():
+    """A deterministic clock: every call advances one whole second (exact in float)."""
+    counter = itertools.count()
+    return lambda: float(next(counter))
+
+
+def make_runner(tiny, out_dir, names=("ar", "prompt_lookup", "hf_greedy"), extra=(), on_record=None):
+    model, tok = tiny
+    clock = tick_clock()
+    contenders = build_contenders(list(names), PeerContext(model, "tiny-random", clock)) + list(extra)
+    settings = BenchSettings(max_new_tokens=12, warmup=1, warmup_tokens=4)
+    return BenchRunner(model, tok, contenders, settings, out_dir, clock=clock, progress=False, on_record=on_record)
+
+
+def start(runner, resume=False):
+    """prepare + the protocol's warm-up (which also absorbs one-off costs such as the
+    engine's first forward-cost measurement)."""
+    runner.prepare(META, resume=resume)
+    runner.warm_up(QUESTIONS)
+
+
+def results_section(out_dir) -> str:
+    text = render_report(out_dir).read_text()
+    return text[text.index("## Results"):]
+
+
+def test_rotated():
+    assert rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
+    assert rotated(["a"], 3) == ["a"]
+
+
+def test_resume_after_interruption_gives_the_same_report(tiny, tmp_path):
+    full = make_runner(tiny, tmp_path / "full")
+    start(full)
+    full.run(QUESTIONS)
+
+    seen = []
+
+    def stop_after_five(record):
+        seen.append(record)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part"
+    first = make_runner(tiny, part, on_record=stop_after_five)
+    start(first)
+    with pytest.raises(KeyboardInterrupt):
+        first.run(QUESTIONS)
+    assert len(read_records(part / RECORDS_FILE)) == 5
+    with open(part / RECORDS_FILE, "ab") as f:  # a kill in the middle of a write
+        f.write(b'{"kind": "generation", "run": 0, "subt')
+    with pytest.raises(ValueError, match="--resume"):
+        make_runner(tiny, part).prepare(META, resume=False)
+    second = make_runner(tiny, part)
+    start(second, resume=True)
+    result = second.run(QUESTIONS, resume=True)
+    assert result.resumed == 5 - sum(1 for r in seen if r["kind"] == "audit")
+
+    a = sorted(read_records(tmp_path / "full" / RECORDS_FILE), key=record_key)
+    b = sorted(read_records(part / RECORDS_FILE), key=record_key)
+    assert [record_key(r) for r in a] == [record_key(r) for r in b]
+    assert len(a) == 4 * 3 + 4 * 2  # 4 question turns x 3 methods + 2 audits each
+    assert results_section(tmp_path / "full") == results_section(part)
+
+
+def test_resume_refuses_another_protocol(tiny, tmp_path):
+    runner = make_runner(tiny, tmp_path)
+    runner.prepare(META, resume=False)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        runner.prepare(META | {"max_new_tokens": 99}, resume=True)
+
+
+def test_an_erroring_question_is_recorded_and_the_run_goes_on(tiny, tmp_path):
+    runner = make_runner(tiny, tmp_path, names=("ar", "prompt_lookup"))
+    start(runner)
+    result = runner.run([TOO_LONG, QUESTIONS[1]])
+    records = read_records(tmp_path / RECORDS_FILE)
+    errors = [r for r in records if r["kind"] == "generation" and r["error"]]
+    assert {r["method"] for r in errors} == {"ar", "prompt_lookup"} and result.errors == 2
+    assert all(r["question_id"] == "999" and "context length" in r["error"] for r in errors)
+    done = [r for r in records if r["kind"] == "generation" and r["question_id"] == "161"]
+    assert len(done) == 2 and all(r["error"] is None and r["new_tokens"] > 0 for r in done)
+    assert "## Errors" in render_report(tmp_path).read_text()
+
+
+class Scripted(Contender):
+    """Answers every turn with fixed text and remembers the prompts it was given."""
+
+    engine, precision = "test", "n/a"
+
+    def __init__(self, name, tokenizer, answer):
+        self.name, self.tokenizer, self.answer, self.prompts = name, tokenizer, answer, []
+
+    def generate(self, prompt_ids, request):
+        self.prompts.append(list(prompt_ids))
+        return Outcome(self.tokenizer(self.answer)["input_ids"])
+
+
+def test_mt_bench_second_turn_carries_the_first_answer(tiny, tmp_path):
+    model, tok = tiny
+    scripted = Scripted("scripted", tok, "ANSWER-ONE")
+    runner = make_runner(tiny, tmp_path, names=("ar",), extra=[scripted])
+    runner.prepare(META, resume=False)
+    runner.run(QUESTIONS[:1])
+    assert len(scripted.prompts) == 2
+    second = tok.decode(scripted.prompts[1])
+    assert second.index("Write a short poem") < second.index("ANSWER-ONE") < second.index("Now give it a title")
+    assert "ANSWER-ONE" not in tok.decode(scripted.prompts[0])
+    records = read_records(tmp_path / RECORDS_FILE)
+    ar_first = next(r for r in records if r["method"] == "ar" and r["turn"] == 0 and r["kind"] == "generation")
+    ar_second = next(r for r in records if r["method"] == "ar" and r["turn"] == 1 and r["kind"] == "generation")
+    assert ar_second["prompt_tokens"] > ar_first["prompt_tokens"] + ar_first["new_tokens"]
+    audit = next(r for r in records if r["kind"] == "audit" and r["turn"] == 1)
+    assert audit["prompt_differs"] is True
+
+
+class OffByOne(Contender):
+    """Plain decoding with the token at ``position`` replaced: a deliberate mismatch."""
+
+    engine, precision = "test", "float32"
+
+    def __init__(self, inner, position, vocab):
+        self.name, self.inner, self.position, self.vocab = "off_by_one", inner, position, vocab
+
+    def generate(self, prompt_ids, request):
+        out = self.inner.generate(prompt_ids, request)
+        out.new_ids[self.position] = (out.new_ids[self.position] + 1) % self.vocab
+        return out
+
+
+def test_audit_finds_the_first_difference_and_its_margin(tiny, tmp_path):
+    model, tok = tiny
+    plain = build_contenders(["ar"], PeerContext(model, "tiny-random", tick_clock()))[0]
+    runner = make_runner(tiny, tmp_path, names=("ar", "prompt_lookup"), extra=[OffByOne(plain, 3, len(tok))])
+    start(runner)
+    runner.run(QUESTIONS[1:2])
+    records = read_records(tmp_path / RECORDS_FILE)
+    audits = {r["method"]: r for r in records if r["kind"] == "audit"}
+    assert audits["prompt_lookup"]["exact"] is True and audits["prompt_lookup"]["first_diff"] is None
+    bad = audits["off_by_one"]
+    assert bad["exact"] is False and bad["first_diff"] == 3
+    base = next(r for r in records if r["kind"] == "generation" and r["method"] == "ar")
+    prompt = encode_chat(tok, build_messages(QUESTIONS[1].turns, []))
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([prompt + base["output_ids"][:3]])).logits[0, -1]
+    top = torch.topk(logits.double(), 2).values
+    assert bad["margin"] == pytest.approx(float(top[0] - top[1]))
+    text = render_report(tmp_path).read_text()
+    assert "`off_by_one`: 1 question turn(s) differ" in text
