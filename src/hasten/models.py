@@ -98,6 +98,9 @@ def _convert_builtin(name: str, spec: BuiltinModel, target: Path) -> None:
         model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "hasten.json").write_text(json.dumps({"format": _CACHE_FORMAT, "source": spec.gguf_file}))
+        if (target / "hasten.json").is_file():  # another process finished first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
