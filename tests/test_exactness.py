@@ -28,7 +28,46 @@ METHOD_CASES = {
         ("self-1-layer", lambda target, make: {"draft_model": "self:1", "max_draft": 3}),
         ("tree-branch-3", lambda target, make: {"draft_model": make("llama", seed=7, layers=1), "branch": 3}),
     ],
+    "suffix": [
+        ("defaults", lambda target, make: {}),
+        ("datastore", lambda target, make: {"datastore": _datastore_of_own_outputs(target)}),
+    ],
+    "trie": [
+        ("defaults", lambda target, make: {}),
+        ("shared-warm-learning", lambda target, make: {"trie": _trie_of_own_outputs(target), "learn": True}),
+    ],
+    # self-speculative: tiny random models never pay for drafting, so force it
+    "layer_skip": [("always-draft", lambda target, make: {"min_expected_speedup": 0.0, "window": 12,
+                                                          "max_optimization_steps": 3})],
+    "early_exit": [("always-draft", lambda target, make: {"min_expected_speedup": 0.0, "window": 12})],
+    "hierarchical": [
+        ("defaults", lambda target, make: {}),
+        ("small-partial-cache", lambda target, make: {"sink_tokens": 2, "recent_tokens": 6, "chunk_size": 4,
+                                                      "retrieval_tokens": 8, "min_context": 12, "min_ngram": 1}),
+    ],
 }
+
+
+def _own_outputs(target) -> list[list[int]]:
+    """Plain greedy outputs for the first 8 prompts plus unrelated token runs: a corpus whose
+    drafts are right for some prompts and wrong for the rest."""
+    outs = [hasten.generate(target, p, max_new_tokens=MAX_NEW).sequences[0].tolist() for p in PROMPTS[:8]]
+    return outs + [list(range(3, VOCAB, 3)), [7, 19, 23, 29, 31] * 3]
+
+
+def _datastore_of_own_outputs(target):
+    from hasten.datastore import Datastore
+
+    return Datastore.from_sequences(_own_outputs(target))
+
+
+def _trie_of_own_outputs(target):
+    from hasten.drafters.trie import TokenTrie, TrieFeeder
+
+    trie = TokenTrie()
+    for sequence in _own_outputs(target):
+        TrieFeeder(trie, 8).feed(sequence)
+    return trie
 
 
 def method_cases():

@@ -22,7 +22,12 @@ PROMPTS = [
     "What is 17 times 23? Explain step by step.",
 ]
 MAX_NEW = 64
-CASES = {"prompt_lookup": {}, "draft_model": {"draft_model": "self:10"}}
+CASES = {"prompt_lookup": {}, "draft_model": {"draft_model": "self:10"},
+         "trie": {}, "jacobi": {}, "suffix": {}, "recycling": {},
+         # self-speculative methods forced to draft (by default they find no pay-off on SmolLM2)
+         "layer_skip": {"min_expected_speedup": 0.0}, "early_exit": {"min_expected_speedup": 0.0},
+         "hierarchical": {"sink_tokens": 4, "recent_tokens": 16, "chunk_size": 4, "retrieval_tokens": 8,
+                          "min_context": 0}}
 
 
 @pytest.fixture(scope="module")

@@ -102,6 +102,15 @@ CASES = {
                                                                    "confidence_threshold": 0.0}),
     "prompt-lookup": lambda target, other: ("prompt_lookup", {}),
     "tree-sample-and-match": lambda target, other: (ReferenceTreeDrafter([3, 4, 5, 3, 4, 5, 3, 4], V, width=3, depth=2), {}),
+    "layer-skip": lambda target, other: ("layer_skip", {"skip_set": (3,), "confidence_threshold": 0.0}),
+    "early-exit": lambda target, other: ("early_exit", {"exit_layer": 1, "confidence_threshold": 0.0}),
+    "hierarchical": lambda target, other: ("hierarchical", {"sink_tokens": 1, "recent_tokens": 2, "chunk_size": 1,
+                                                            "retrieval_tokens": 1, "min_context": 0, "min_ngram": 1,
+                                                            "confidence_threshold": 0.0}),
+    "trie": lambda target, other: ("trie", {"min_prob": 0.0}),
+    "jacobi": lambda target, other: ("jacobi", {"window": 2, "ngram": 2, "candidates": 2}),
+    "suffix": lambda target, other: ("suffix", {"min_prob": 0.0}),
+    "recycling": lambda target, other: ("recycling", {}),
 }
 
 
@@ -109,7 +118,11 @@ RUNS = [("plain", "T0.5-topp0.9-rep1.3"),
         ("draft-is-target", "plain-T1"), ("draft-is-target", "T0.5-topp0.9-rep1.3"),
         ("different-draft", "plain-T1"), ("different-draft", "T0.5-topp0.9-rep1.3"),
         ("different-draft-tree", "plain-T1"),
-        ("prompt-lookup", "T0.5-topp0.9-rep1.3"), ("tree-sample-and-match", "T0.5-topp0.9-rep1.3")]
+        ("prompt-lookup", "T0.5-topp0.9-rep1.3"), ("tree-sample-and-match", "T0.5-topp0.9-rep1.3"),
+        ("layer-skip", "T0.5-topp0.9-rep1.3"), ("early-exit", "T0.5-topp0.9-rep1.3"),
+        ("hierarchical", "T0.5-topp0.9-rep1.3"),
+        ("trie", "T0.5-topp0.9-rep1.3"), ("jacobi", "T0.5-topp0.9-rep1.3"),
+        ("suffix", "T0.5-topp0.9-rep1.3"), ("recycling", "T0.5-topp0.9-rep1.3")]
 
 
 @pytest.mark.parametrize("case,params_id", RUNS)
