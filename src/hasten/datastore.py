@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["Datastore", "build_datastore", "suffix_order", "document_text", "SEPARATOR"]
+__all__ = ["Datastore", "build_datastore", "suffix_order", "document_text", "atomic_write", "SEPARATOR"]
 
 SEPARATOR = -1  # between documents; never matches a query token
 _FORMAT = 1
@@ -130,7 +130,7 @@ class Datastore:
         """Write to ``path`` (numpy ``.npz`` layout, whatever the name) via a temporary file
         and an atomic rename."""
         meta = np.array(json.dumps(self.meta))
-        _atomic_write(Path(path), lambda f: np.savez(f, tokens=self.tokens, order=self.order, meta=meta))
+        atomic_write(Path(path), lambda f: np.savez(f, tokens=self.tokens, order=self.order, meta=meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Datastore":
@@ -218,7 +218,7 @@ class Datastore:
         return matched, [c for c in found if c]
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -275,7 +275,7 @@ def _fingerprint(corpus: Path, **settings: Any) -> dict[str, Any]:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(value).encode()))
+    atomic_write(path, lambda f: f.write(json.dumps(value).encode()))
 
 
 def build_datastore(corpus: str | os.PathLike, tokenize: Callable[[list[str]], list[list[int]]],
@@ -330,7 +330,7 @@ def build_datastore(corpus: str | os.PathLike, tokenize: Callable[[list[str]], l
             ids = tokenize(texts) if texts else []
             flat = [t for doc in ids for t in (*doc, SEPARATOR)]
             name = f"chunk-{len(state['chunks']):06d}.npy"
-            _atomic_write(partial / name, lambda f: np.save(f, np.asarray(flat, dtype=np.int32)))
+            atomic_write(partial / name, lambda f: np.save(f, np.asarray(flat, dtype=np.int32)))
             state["chunks"].append(name)
             state["lines"] += len(batch)
             state["documents"] += len(ids)

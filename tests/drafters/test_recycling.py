@@ -86,9 +86,11 @@ def test_probe_when_the_root_is_unknown():
 
 
 def test_config_validation():
+    assert RecyclingConfig(widths="3,2", rank_prior="0.5, 0.3, 0.1").widths == (3, 2)
+    assert RecyclingConfig(widths=[2, 1]).widths == (2, 1)
     for bad in ({"widths": ()}, {"widths": (9,)}, {"widths": (5,), "rank_prior": (0.5,) * 4},
                 {"rank_prior": (0.0, 0.5, 0.5, 0.5)}, {"max_nodes": 0}, {"probe": -1},
-                {"adjacency": AdjacencyMap(2)}):
+                {"adjacency": AdjacencyMap(2)}, {"widths": "2,x"}):
         with pytest.raises(ValueError):
             RecyclingConfig(**bad)
 

@@ -13,8 +13,9 @@ acceptance rates, so breadth shrinks with depth and with rank.
 No model, no corpus. The map starts from the prompt's bigrams (then target candidates
 replace them) and resets in ``begin()`` unless a shared :class:`AdjacencyMap` is given
 (the paper's hot start across requests; it changes drafts, never the output). When the
-root has no known followers, the tree probes the most frequent committed tokens, so the
-step still teaches the map something.
+root has no known followers, the drafter can probe the most frequent committed tokens
+(``probe``), so the step still teaches the map something; off by default, since on a CPU
+the probe costs more than it teaches.
 
 Glossary: *follower* = a candidate next token; *rank* = its position in a map row (0 =
 the target's top-1); *shape* = (parent index, rank) per node, best first.
@@ -137,6 +138,17 @@ class FrequentTokens:
             del self.top[self.count:]
 
 
+def _as_tuple(value, kind) -> tuple:
+    """``"4,3,2"`` or ``[4, 3, 2]`` -> ``(4, 3, 2)`` (elements converted with ``kind``).
+
+    Raises:
+        ValueError: an element that ``kind`` cannot convert.
+    """
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    return tuple(kind(v) for v in value)
+
+
 @dataclass(frozen=True)
 class RecyclingConfig:
     """Token recycling settings.
@@ -148,7 +160,9 @@ class RecyclingConfig:
             deepest draft node. Wider/deeper catches more but verifies more nodes.
         rank_prior: assumed acceptance rate of each rank (fractions 0-1, one per rank up
             to ``max(widths)``); orders the static shape.
-        max_nodes: node budget per step (the shape's size).
+        max_nodes: node budget per step (the shape's size). The default 6 suits a CPU
+            (the paper's GPU tree has about 80): the top-1 chain to depth 4 plus the
+            second-ranked follower at depths 1 and 2.
         seed_from_prompt: start the map from the prompt's bigrams.
         probe: when the root has no row, draft this many (at most ``max_nodes``) of the
             most frequent committed tokens as single nodes (0 = take a plain step instead).
@@ -163,12 +177,15 @@ class RecyclingConfig:
     top_k: int = 8
     widths: tuple[int, ...] = (4, 3, 2, 2, 1, 1)
     rank_prior: tuple[float, ...] = (0.6, 0.15, 0.07, 0.04)
-    max_nodes: int = 12
+    max_nodes: int = 6
     seed_from_prompt: bool = True
-    probe: int = 2
+    probe: int = 0
     adjacency: AdjacencyMap | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        # the CLI passes "4,3,2"; JSON passes lists: store tuples
+        object.__setattr__(self, "widths", _as_tuple(self.widths, int))
+        object.__setattr__(self, "rank_prior", _as_tuple(self.rank_prior, float))
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be non-empty and positive, got {self.widths}")
         if max(self.widths) > min(self.top_k, len(self.rank_prior)):
@@ -214,6 +231,9 @@ class RecyclingDrafter(Drafter):
         return tree
 
     def on_accept(self, step) -> None:
+        """Recycle the target's top-k at every verified row: ``step.scores`` (N+1, V)
+        processed logits, row 0 after the root, row i+1 after node i; tokens the
+        processing ruled out (-inf) are not kept."""
         inputs = [step.tokens[self.committed - 1], *step.draft.tokens]
         values, indices = step.scores.topk(min(self.config.top_k, step.scores.shape[-1]), dim=-1)
         keep = torch.isfinite(values)

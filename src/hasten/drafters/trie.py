@@ -179,7 +179,7 @@ class TokenTrie:
     def save(self, path: str | os.PathLike) -> None:
         """Write the trie to ``path`` (numpy ``.npz`` layout, preorder node arrays) via a
         temporary file and an atomic rename."""
-        from ..datastore import _atomic_write
+        from ..datastore import atomic_write
 
         tokens, counts, lasts, sizes = [], [], [], []
         stack = [(-1, self.root)]
@@ -193,7 +193,7 @@ class TokenTrie:
         meta = np.array(json.dumps({"format": _FORMAT, "capacity": self.capacity, "clock": self.clock}))
         arrays = {"tokens": np.asarray(tokens, dtype=np.int64), "counts": np.asarray(counts, dtype=np.int64),
                   "lasts": np.asarray(lasts, dtype=np.int64), "children": np.asarray(sizes, dtype=np.int64)}
-        _atomic_write(Path(path), lambda f: np.savez(f, meta=meta, **arrays))
+        atomic_write(Path(path), lambda f: np.savez(f, meta=meta, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike, capacity: int | None = None) -> "TokenTrie":
@@ -272,6 +272,10 @@ class TrieFeeder:
                 if length + 1 < self.depth:
                     advanced.append((node, length + 1, stamp))
             self.cursors = advanced
+
+    def end_document(self) -> None:
+        """Close the open windows: the next token starts an unrelated stream."""
+        self.cursors = []
 
 
 @dataclass(frozen=True)
@@ -374,7 +378,7 @@ class TrieDrafter(Drafter):
             feeder = TrieFeeder(self.shared, config.branch_length)
             for document in Datastore.load(config.corpus).sequences():
                 feeder.feed(document)
-                feeder.cursors = []  # windows do not cross documents
+                feeder.end_document()
 
     def begin(self, request) -> None:
         super().begin(request)
