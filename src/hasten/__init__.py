@@ -6,6 +6,7 @@ Diffusion side: :mod:`hasten.diffusion`.
 """
 
 from .budget import BudgetConfig
+from .compile import CompileConfig, CompiledModel, compile_model
 from .drafters import Drafter, UnknownMethodError, list_methods
 from .engine import GenerationResult, GenerationStats, generate
 from .models import ModelNotInstalledError, load_model
@@ -15,4 +16,4 @@ from .tree import DraftTree
 __version__ = "0.1.0"
 
 __all__ = ["generate", "load_model", "list_methods", "GenerationResult", "GenerationStats",
-           "SamplingParams", "BudgetConfig", "DraftTree", "Drafter", "UnknownMethodError", "ModelNotInstalledError"]
+           "SamplingParams", "BudgetConfig", "CompileConfig", "CompiledModel", "compile_model", "DraftTree", "Drafter", "UnknownMethodError", "ModelNotInstalledError"]

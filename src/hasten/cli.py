@@ -85,6 +85,7 @@ def generate(
     set_: list[str] = typer.Option([], "--set", help="Method config field, FIELD=VALUE (repeatable)."),
     stream: bool = typer.Option(True, help="Print text as it is generated."),
     kv_cache: str = typer.Option("dynamic", help="dynamic or static (preallocated, in-place)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the target forward first (eager if that fails)."),
 ) -> None:
     """Generate text, streaming it, then print one stats line."""
     import hasten
@@ -105,6 +106,9 @@ def generate(
     else:
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     streamer = TextStreamer(tokenizer) if stream else None
+    if compile_:
+        lm = hasten.compile_model(lm)
+        typer.echo(f"[compile: {lm.compile_seconds:.1f} s, {'compiled' if lm.compiled else 'eager fallback'}]", err=True)
     result = hasten.generate(lm, ids, method=method, max_new_tokens=max_new_tokens, do_sample=do_sample,
                              temperature=temperature, top_k=top_k, top_p=top_p,
                              repetition_penalty=repetition_penalty, seed=seed, stop=stop or None,
@@ -171,6 +175,10 @@ def datastore_build(
 from .bench.cli import add_commands as _add_bench_commands  # noqa: E402  (hasten bench / hasten report)
 
 _add_bench_commands(app)
+
+from .diffusion.bench.cli import add_commands as _add_diffusion_bench_commands  # noqa: E402  (hasten bench-diffusion)
+
+_add_diffusion_bench_commands(app)
 
 
 def main() -> None:

@@ -128,9 +128,11 @@ def _fingerprint(model: torch.nn.Module, context: int) -> str:
 
 
 def load_or_measure(model: torch.nn.Module, cache_file: Path | None = None, context: int = 256,
-                    sizes=DEFAULT_SIZES) -> CostCurve:
-    """The cost curve for this model, dtype and machine, measured once and cached as JSON
-    (``cache_file`` defaults to ``<user cache>/hasten/cost.json``; written atomically)."""
+                    sizes=DEFAULT_SIZES, refresh: bool = False) -> CostCurve:
+    """The cost curve for this model, dtype, thread count and machine, measured once and
+    cached as JSON (``cache_file`` defaults to ``<user cache>/hasten/cost.json``; written
+    atomically). ``refresh`` measures now and replaces the cached curve (one measured
+    while the machine was busy sizes drafts wrongly until replaced)."""
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if limit is not None:
         context = max(1, min(context, limit - max(sizes) - 1))
@@ -145,7 +147,7 @@ def load_or_measure(model: torch.nn.Module, cache_file: Path | None = None, cont
             table = json.loads(cache_file.read_text())
         except json.JSONDecodeError:
             table = {}
-    if key in table and tuple(table[key]["sizes"]) == tuple(sizes):
+    if not refresh and key in table and tuple(table[key]["sizes"]) == tuple(sizes):
         return CostCurve.from_json(table[key])
     curve = measure_forward_cost(model, sizes, context)
     table[key] = curve.to_json()

@@ -28,6 +28,7 @@ import torch
 
 from . import kv
 from .budget import BudgetConfig, DraftBudget
+from .compile import CompiledModel
 from .cost import load_or_measure
 from .drafters.base import DraftRequest, VerifiedStep, build_drafter
 from .sampling import SamplingParams, choose_tokens, presence_rows, process_logits
@@ -47,6 +48,8 @@ class GenerationStats:
         method: method name ("ar" for plain decoding).
         prompt_tokens / new_tokens: token counts.
         forward_passes: target forwards, prefill included.
+        forward_seconds: wall seconds inside those forwards (a drafter's own model calls
+            are not included: they are drafting cost).
         drafted / accepted: per verification step, draft nodes verified and draft tokens
             accepted (the bonus token excluded).
         prefill_seconds: the prompt forward (seconds; plain decoding includes the first
@@ -60,6 +63,7 @@ class GenerationStats:
     prompt_tokens: int
     new_tokens: int = 0
     forward_passes: int = 0
+    forward_seconds: float = 0.0
     drafted: list[int] = field(default_factory=list)
     accepted: list[int] = field(default_factory=list)
     prefill_seconds: float = 0.0
@@ -175,9 +179,11 @@ class _Committer:
 class _Target:
     """The target model with what the loop needs to know about its forward."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module | CompiledModel):
         import inspect
 
+        self.compiled = model if isinstance(model, CompiledModel) else None
+        model = model.model if isinstance(model, CompiledModel) else model
         self.model = model
         self.device = next(model.parameters()).device
         self.cache_kw = kv.cache_kwarg(model)
@@ -186,11 +192,12 @@ class _Target:
         self.context_length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.forwards = 0
+        self.forward_seconds = 0.0
 
     def forward(self, cache, tokens: list[int], *, last_only: bool = False,
                 position_ids: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (rows, V) for ``tokens`` appended to ``cache`` (rows = 1 if last_only)."""
-        kwargs: dict[str, Any] = {self.cache_kw: cache, "use_cache": True}
+        kwargs: dict[str, Any] = {"use_cache": True}
         if last_only and self.keeps_logits:
             kwargs["logits_to_keep"] = 1
         if position_ids is not None:
@@ -199,7 +206,12 @@ class _Target:
             kwargs["attention_mask"] = mask
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
         self.forwards += 1
-        logits = self.model(input_ids=ids, **kwargs).logits[0]
+        start = time.perf_counter()
+        if self.compiled is not None:
+            logits = self.compiled.forward(cache, input_ids=ids, **kwargs).logits[0]
+        else:
+            logits = self.model(input_ids=ids, **{self.cache_kw: cache}, **kwargs).logits[0]
+        self.forward_seconds += time.perf_counter() - start
         return logits[-1:] if last_only else logits
 
     def tree_inputs(self, start: int, draft: DraftTree) -> tuple[torch.Tensor, torch.Tensor]:
@@ -330,7 +342,8 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
 
     Args:
         model: a Hugging Face causal LM (``AutoModelForCausalLM``) whose forward takes a
-            KV cache; it is not modified.
+            KV cache; it is not modified. Or a :class:`hasten.compile.CompiledModel`
+            (:func:`hasten.compile_model`): the same model with a compiled forward.
         input_ids: (1, T) or (T,) int64 prompt token ids, a list of ints, or the
             ``BatchEncoding`` that ``apply_chat_template(..., return_tensors="pt")`` returns.
         method: None for plain decoding; a registered name (:func:`hasten.list_methods`),
@@ -377,6 +390,7 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         raise ValueError(f"draft_budget must be 'auto', None or a BudgetConfig, got {draft_budget!r}")
     prompt = _prompt_list(input_ids)
     target = _Target(model)
+    model = target.model  # the module itself when a CompiledModel was passed
     if not prompt:
         raise ValueError("empty prompt: give at least one token (e.g. the BOS token)")
     if target.context_length is not None and len(prompt) >= target.context_length:
@@ -418,6 +432,7 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         stats.decode_seconds = time.perf_counter() - t0 - stats.prefill_seconds
     stats.new_tokens = len(run.tokens) - len(prompt)
     stats.forward_passes = target.forwards
+    stats.forward_seconds = target.forward_seconds
     stats.finish_reason = run.finish_reason
     sequences = torch.tensor([run.tokens], dtype=torch.long)
     text = tokenizer.decode(run.tokens[len(prompt):], skip_special_tokens=True) if tokenizer is not None else None

@@ -85,3 +85,19 @@ def test_missing_llamacpp_is_skipped_with_a_note():
         assert "llamacpp" not in names and any("llama-cpp-python" in n for n in notes)
     else:
         assert "llamacpp" in names
+
+
+def test_dtype_variants_are_canonicalized_and_get_their_own_baseline():
+    from hasten.bench.peers import baseline_of, check_methods, split_variant
+
+    names, notes = check_methods(["trie@bf16", "hf_greedy", "ar@fp64"], has_draft=False)
+    assert names == ["ar", "ar@bfloat16", "trie@bfloat16", "hf_greedy", "ar@float64"]
+    assert any("added ar@bfloat16" in n for n in notes) and not any("ar@float64" in n for n in notes)
+    assert split_variant("trie@bfloat16") == ("trie", "bfloat16") and split_variant("trie") == ("trie", None)
+    assert baseline_of("trie@bfloat16") == "ar@bfloat16" and baseline_of("hf_greedy") == "ar"
+    with pytest.raises(ValueError, match="dtype"):
+        check_methods(["trie@int7"], has_draft=False)
+    with pytest.raises(ValueError, match="twice"):
+        check_methods(["trie@bf16", "trie@bfloat16"], has_draft=False)
+    with pytest.raises(ValueError, match="GGUF"):
+        check_methods(["llamacpp@bf16"], has_draft=False)

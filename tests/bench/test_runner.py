@@ -182,3 +182,28 @@ def test_audit_finds_the_first_difference_and_its_margin(tiny, tmp_path):
     assert bad["margin"] == pytest.approx(float(top[0] - top[1]))
     text = render_report(tmp_path).read_text()
     assert "`off_by_one`: 1 question turn(s) differ" in text
+
+
+def test_dtype_variant_is_audited_against_plain_decoding_in_its_dtype(tiny, tmp_path):
+    """``prompt_lookup@float64`` runs on a float64 copy and is compared with ``ar@float64``;
+    ``hf_greedy@float64`` too. The audit records name that baseline."""
+    model, tok = tiny
+    model64 = tiny_random(seed=3, context_length=256, dtype=torch.float64)[0]
+    clock = tick_clock()
+    contexts = {None: PeerContext(model, "tiny-random", clock), "float64": PeerContext(model64, "tiny-random", clock)}
+    names = ["ar", "ar@float64", "prompt_lookup@float64", "hf_greedy@float64"]
+    contenders = build_contenders(names, contexts)
+    assert contenders[2].model is model64 and contenders[0].model is model
+    settings = BenchSettings(max_new_tokens=12, warmup=0)
+    with pytest.raises(ValueError, match="ar@float64"):
+        BenchRunner(model, tok, [contenders[0], contenders[2]], settings, tmp_path / "bad", clock=clock, progress=False)
+    runner = BenchRunner(model, tok, contenders, settings, tmp_path / "run", clock=clock, progress=False,
+                         variant_models={"float64": model64})
+    runner.prepare(META | {"methods": names}, resume=False)
+    runner.run(QUESTIONS[1:])
+    audits = [r for r in read_records(tmp_path / "run" / RECORDS_FILE) if r["kind"] == "audit"]
+    assert {(a["method"], a["baseline"]) for a in audits} == {("prompt_lookup@float64", "ar@float64"),
+                                                             ("hf_greedy@float64", "ar@float64")}
+    assert all(a["exact"] for a in audits)
+    report = render_report(tmp_path / "run").read_text()
+    assert "`prompt_lookup@float64` | `ar@float64` | 100% (2/2)" in report

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import typer
 
 from .datasets import HUMANEVAL, SPEC_BENCH_SOURCE, DatasetError, Question, load_dataset, select
-from .peers import PeerContext, Request, build_contenders, check_methods
+from .peers import PeerContext, Request, build_contenders, check_methods, split_variant
 from .records import RECORDS_FILE, read_meta, read_records
 from .report import render_report, text_table
 from .runner import BenchRunner, BenchSettings
@@ -49,6 +49,9 @@ class BenchPlan:
         cost_cache: cost-curve cache file (None = user cache dir).
         fresh_cost: measure the cost curve now instead of reading the cache (a cached
             curve measured while the machine was busy gives a wrong oracle).
+        compile: hasten contenders run the target through :func:`hasten.compile_model`
+            (compiled before the run; compile seconds go to ``meta.json``, not to any
+            generation's time).
         command: recorded in the report.
     """
 
@@ -68,6 +71,7 @@ class BenchPlan:
     progress: bool = True
     cost_cache: Path | None = None
     fresh_cost: bool = False
+    compile: bool = False
     command: str = ""
 
 
@@ -143,10 +147,11 @@ def _meta(plan: BenchPlan, names, notes, contenders, questions, oracle) -> dict[
 
 def _oracle(model, cost_cache: Path | None, fresh: bool) -> dict[str, Any]:
     """Oracle speedup from the forward cost curve: the cached one (measured once per model,
-    dtype, thread count and machine), or one measured now when ``fresh``."""
-    from ..cost import load_or_measure, measure_forward_cost
+    dtype, thread count and machine), or one measured now when ``fresh``, which also
+    replaces the cached curve that hasten's draft sizing reads."""
+    from ..cost import load_or_measure
 
-    curve = measure_forward_cost(model) if fresh else load_or_measure(model, cache_file=cost_cache)
+    curve = load_or_measure(model, cache_file=cost_cache, refresh=fresh)
     speedup, k = curve.oracle_speedup()
     return {"speedup": speedup, "k": k, "curve": curve.to_json(), "source": "measured in this run" if fresh else "cache"}
 
@@ -165,18 +170,31 @@ def execute(plan: BenchPlan) -> Path:
 
     names, notes = check_methods(list(plan.methods), plan.draft_model is not None)
     for method in plan.method_options:
-        if method not in names or method == "ar":
+        if method not in {split_variant(n)[0] for n in names} or method == "ar":
             raise ValueError(f"--method-option for {method!r}, which is not a hasten method in --methods")
     questions = load_questions(plan.datasets, plan.subtasks, plan.per_subtask)
     model, tokenizer = _load_target(plan.model, plan.dtype)
-    draft = _load_draft(plan.draft_model, model, plan.dtype, tokenizer)
     oracle = _oracle(model, plan.cost_cache, plan.fresh_cost)
-    seed = plan.settings.request.seed
-    context = PeerContext(model, plan.model, time.perf_counter, draft, plan.prompt_lookup_tokens, plan.gguf,
-                          torch.get_num_threads(), seed)
-    contenders = build_contenders(names, context, plan.method_options)
-    runner = BenchRunner(model, tokenizer, contenders, plan.settings, plan.out, progress=plan.progress)
-    runner.prepare(_meta(plan, names, notes, contenders, questions, oracle), plan.resume)
+    contexts: dict[str | None, PeerContext] = {}
+    compile_info: dict[str, Any] = {}
+    variants: dict[str, torch.nn.Module] = {}
+    for dtype in dict.fromkeys(split_variant(n)[1] for n in names):  # None (the main dtype) first
+        variant = model if dtype in (None, plan.dtype) else _load_target(plan.model, dtype)[0]
+        if variant is not model and plan.fresh_cost:
+            from ..cost import load_or_measure
+
+            load_or_measure(variant, cache_file=plan.cost_cache, refresh=True)  # the curve its draft sizing reads
+        if dtype is not None:
+            variants[dtype] = variant
+        draft = _load_draft(plan.draft_model, variant, dtype or plan.dtype, tokenizer)
+        compiled = _compile(variant, compile_info, dtype or plan.dtype) if plan.compile else None
+        contexts[dtype] = PeerContext(variant, plan.model, time.perf_counter, draft, plan.prompt_lookup_tokens,
+                                      plan.gguf, torch.get_num_threads(), plan.settings.request.seed, compiled)
+    contenders = build_contenders(names, contexts, plan.method_options)
+    runner = BenchRunner(model, tokenizer, contenders, plan.settings, plan.out, progress=plan.progress,
+                         variant_models=variants)
+    runner.prepare(_meta(plan, names, notes, contenders, questions, oracle) | {"compile": compile_info or None},
+                   plan.resume)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     try:
@@ -189,6 +207,18 @@ def execute(plan: BenchPlan) -> Path:
         raise
     render_report(plan.out)
     return plan.out
+
+
+def _compile(model, info: dict[str, Any], dtype: str):
+    """The compiled target for hasten contenders; compile time and outcome go to ``info``."""
+    from ..compile import compile_model
+
+    compiled = compile_model(model)
+    info[dtype] = {"seconds": round(compiled.compile_seconds, 2), "compiled": compiled.compiled,
+                   "fallback_reason": compiled.fallback_reason}
+    typer.echo(f"compile ({dtype}): {compiled.compile_seconds:.1f} s, "
+               f"{'compiled' if compiled.compiled else 'eager fallback: ' + str(compiled.fallback_reason)}", err=True)
+    return compiled
 
 
 def _split(text: str | None) -> tuple[str, ...] | None:
@@ -249,6 +279,8 @@ def bench(
     fresh_cost: bool = typer.Option(False, help="Measure the forward-cost curve (oracle) now instead of using the cache."),
     progress: bool = typer.Option(True, help="Show a progress bar with ETA."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads for the run (default: torch's choice)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the target forward of hasten methods "
+                                                         "(compile time reported apart; eager if it fails)."),
 ) -> None:
     """Benchmark methods and peers on the Spec-Bench protocol; writes records, report.md and plots."""
     from ..sampling import SamplingParams
@@ -269,7 +301,7 @@ def bench(
                      per_subtask=per_subtask or (1 if quick else None), settings=settings,
                      method_options=parse_method_options(method_option), draft_model=draft_model,
                      prompt_lookup_tokens=prompt_lookup_num_tokens, gguf=gguf, resume=resume, progress=progress,
-                     cost_cache=cost_cache, fresh_cost=fresh_cost, command=_command())
+                     cost_cache=cost_cache, fresh_cost=fresh_cost, compile=compile_, command=_command())
     execute(plan)
     meta, records = read_meta(out), read_records(out / RECORDS_FILE)
     typer.echo("\n".join(text_table(records, meta["methods"], meta)))

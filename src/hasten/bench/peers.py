@@ -12,10 +12,16 @@ Names accepted by ``--methods``:
     ``llamacpp``, ``llamacpp_prompt_lookup``: llama.cpp through the optional
         ``llama-cpp-python`` package on the model's GGUF file (plain, and with its
         ``LlamaPromptLookupDecoding`` draft). Skipped with a note when not installed.
+    ``NAME@DTYPE`` (e.g. ``ar@bfloat16``, ``trie@bf16``, ``hf_greedy@bf16``): the same
+        contender on a copy of the target loaded in another dtype, in the same run. Its
+        exactness is audited against ``ar@DTYPE`` (plain decoding in that dtype, added when
+        missing): lossless means identical to plain decoding of the same model in the
+        same dtype. Speedups stay relative to ``ar`` in the run's main dtype.
 
 Target forwards are counted and timed by :class:`ForwardTimer`, a pair of forward hooks
 on the target module that fire only for that module (a ``self:k`` draft shares the
-target's hook tables) and are removed after each call.
+target's hook tables) and are removed after each call; a compiled hasten target reports
+the engine's own forward timer instead.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import torch
 
 from ..sampling import SamplingParams
 
-__all__ = ["Request", "Outcome", "Contender", "ForwardTimer", "HastenContender", "HFContender",
+__all__ = ["split_variant", "baseline_of", "Request", "Outcome", "Contender", "ForwardTimer", "HastenContender", "HFContender",
            "LlamaCppContender", "PeerContext", "PEERS", "check_methods", "build_contenders", "gguf_precision"]
 
 Clock = Callable[[], float]
@@ -129,22 +135,31 @@ def _dtype_name(model: torch.nn.Module) -> str:
 
 
 class HastenContender(Contender):
-    """``hasten.generate`` with ``method`` (None = plain decoding, reported as ``ar``)."""
+    """``hasten.generate`` with ``method`` (None = plain decoding, reported as ``ar``) on
+    ``model`` (a module, or a :class:`hasten.CompiledModel`: precision then reads
+    "float32, compiled"). Target forwards are timed by a :class:`ForwardTimer` on the
+    runner's clock; a compiled forward cannot take hooks without recompiling, so then the
+    engine's own forward timer is used."""
 
     engine = "hasten"
 
-    def __init__(self, name: str, model: torch.nn.Module, method: str | None, clock: Clock,
+    def __init__(self, name: str, model, method: str | None, clock: Clock,
                  options: dict[str, Any] | None = None):
+        from ..compile import CompiledModel
+
         self.name, self.model, self.method = name, model, method
         self.options = dict(options or {})
-        self.precision = _dtype_name(model)
-        self.timer = ForwardTimer(model, clock)
+        compiled = isinstance(model, CompiledModel)
+        self.precision = _dtype_name(model.model if compiled else model) + (", compiled" if compiled else "")
+        self.timer = None if compiled else ForwardTimer(model, clock)
 
     def generate(self, prompt_ids: list[int], request: Request) -> Outcome:
+        import contextlib
+
         import hasten
 
         s = request.sampling
-        with self.timer:
+        with self.timer or contextlib.nullcontext():
             result = hasten.generate(self.model, prompt_ids, method=self.method,
                                      max_new_tokens=request.max_new_tokens, do_sample=s.do_sample,
                                      temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
@@ -152,9 +167,11 @@ class HastenContender(Contender):
                                      eos_token_id=list(request.eos_token_ids), seed=request.seed,
                                      method_options=self.options)
         st = result.stats
-        # a self-speculative drafter calling the whole target would be timed as a target
-        # forward; then the forward time cannot be attributed and is left out
-        forward_seconds = self.timer.seconds if self.timer.calls == st.forward_passes else None
+        forward_seconds = st.forward_seconds
+        if self.timer is not None:
+            # a self-speculative drafter calling the whole target is timed by the hooks too;
+            # then the forward time cannot be attributed and is left out
+            forward_seconds = self.timer.seconds if self.timer.calls == st.forward_passes else None
         return Outcome(result.sequences[0, len(prompt_ids):].tolist(), st.forward_passes, forward_seconds,
                        st.prefill_seconds, st.decode_seconds, list(st.accepted), list(st.drafted),
                        st.finish_reason, dict(st.drafter),
@@ -246,7 +263,8 @@ class PeerContext:
         clock: the runner's clock. draft: the draft module for ``hf_assisted`` (or None).
         prompt_lookup_tokens: ``prompt_lookup_num_tokens`` / ``num_pred_tokens`` (tokens).
         gguf: GGUF file for llama.cpp (None = the built-in model's own file).
-        threads: llama.cpp threads. seed: sampling seed.
+        threads: llama.cpp threads. seed: sampling seed. compiled: the target with a
+            compiled forward, used by hasten contenders (``--compile``).
     """
 
     model: torch.nn.Module
@@ -257,6 +275,7 @@ class PeerContext:
     gguf: str | None = None
     threads: int = 1
     seed: int | None = 0
+    compiled: Any = None  # a hasten.CompiledModel of ``model`` for hasten contenders (None = eager)
 
 
 def _llamacpp_missing() -> str | None:
@@ -298,6 +317,7 @@ class PeerSpec:
     build: Callable[[str, PeerContext], Contender]
     missing: Callable[[], str | None] = lambda: None
     needs_draft: bool = False
+    uses_gguf: bool = False
 
 
 PEERS: dict[str, PeerSpec] = {
@@ -312,12 +332,12 @@ PEERS: dict[str, PeerSpec] = {
     "llamacpp": PeerSpec("llama.cpp (llama-cpp-python) on the GGUF file",
                          lambda name, c: LlamaCppContender(name, _gguf_path(c), c.threads, _context_length(c.model),
                                                            seed=c.seed),
-                         _llamacpp_missing),
+                         _llamacpp_missing, uses_gguf=True),
     "llamacpp_prompt_lookup": PeerSpec("llama.cpp with LlamaPromptLookupDecoding",
                                        lambda name, c: LlamaCppContender(name, _gguf_path(c), c.threads,
                                                                          _context_length(c.model),
                                                                          c.prompt_lookup_tokens, c.seed),
-                                       _llamacpp_missing),
+                                       _llamacpp_missing, uses_gguf=True),
 }
 
 
@@ -328,34 +348,70 @@ def _takes_draft(name: str) -> bool:
     return name != "ar" and "draft_model" in {f.name for f in dataclasses.fields(get_method(name).config_cls)}
 
 
+def split_variant(name: str) -> tuple[str, str | None]:
+    """``"trie@bf16"`` -> ``("trie", "bfloat16")``; ``"trie"`` -> ``("trie", None)``.
+
+    Raises:
+        ValueError: an unknown dtype after ``@``.
+    """
+    from ..models import _resolve_dtype
+
+    base, at, dtype = name.partition("@")
+    if not at:
+        return name, None
+    return base, str(_resolve_dtype(dtype)).replace("torch.", "")
+
+
+def baseline_of(name: str) -> str:
+    """The plain-decoding contender ``name`` is audited against: ``ar`` or ``ar@DTYPE``."""
+    _, dtype = split_variant(name)
+    return "ar" if dtype is None else f"ar@{dtype}"
+
+
 def check_methods(names: list[str], has_draft: bool) -> tuple[list[str], list[str]]:
-    """Validate ``--methods`` before any model loads.
+    """Validate ``--methods`` before any model loads; ``@DTYPE`` suffixes are canonicalized
+    (``ar@bf16`` -> ``ar@bfloat16``).
 
     Returns:
-        (methods to run, with ``ar`` first, added when missing; notes on what was added
-        or skipped, e.g. a llama.cpp peer whose package is not installed).
+        (methods to run, with ``ar`` first and ``ar@DTYPE`` before the first ``@DTYPE``
+        method, added when missing; notes on what was added or skipped, e.g. a llama.cpp
+        peer whose package is not installed).
 
     Raises:
         hasten.UnknownMethodError: a name that is neither ``ar``, a registered method nor a peer.
-        ValueError: a repeated name, or a method needing a draft model without one.
+        ValueError: a repeated name, an unknown ``@DTYPE``, a llama.cpp peer with a dtype
+            suffix, or a method needing a draft model without one.
     """
     from ..drafters import UnknownMethodError, list_methods
 
-    unknown = [n for n in names if n != "ar" and n not in PEERS and n not in list_methods()]
+    split = [split_variant(n) for n in names]
+    unknown = [b for b, _ in split if b != "ar" and b not in PEERS and b not in list_methods()]
     if unknown:
         known = ", ".join(["ar", *list_methods(), *PEERS])
         raise UnknownMethodError(f"unknown method(s) {', '.join(map(repr, unknown))}; known: {known}")
+    names = [b if d is None else f"{b}@{d}" for b, d in split]
     if len(set(names)) != len(names):
         raise ValueError(f"a method is listed twice in {names}")
-    for name in names:
-        needs = PEERS[name].needs_draft if name in PEERS else _takes_draft(name)
+    for base, dtype in split:
+        if dtype is not None and base in PEERS and PEERS[base].uses_gguf:
+            raise ValueError(f"{base} runs the GGUF file; it takes no @dtype suffix")
+        needs = PEERS[base].needs_draft if base in PEERS else _takes_draft(base)
         if needs and not has_draft:
-            raise ValueError(f"method {name!r} needs --draft-model (a model name/path or self:K)")
-    notes, kept = [], []
-    if "ar" not in names:
-        notes.append("added ar: speedups are measured against plain decoding in the same run")
-    for name in ["ar", *[n for n in names if n != "ar"]]:
-        reason = PEERS[name].missing() if name in PEERS else None
+            raise ValueError(f"method {base!r} needs --draft-model (a model name/path or self:K)")
+    notes, ordered = [], []
+    for name in ["ar", *names]:
+        base_line = baseline_of(name)
+        if base_line not in ordered:
+            if base_line not in names:
+                notes.append(f"added {base_line}: speedups and exactness are measured against plain decoding "
+                             "in the same run")
+            ordered.append(base_line)
+        if name not in ordered:
+            ordered.append(name)
+    kept = []
+    for name in ordered:
+        base = split_variant(name)[0]
+        reason = PEERS[base].missing() if base in PEERS else None
         if reason is None:
             kept.append(name)
         else:
@@ -363,20 +419,29 @@ def check_methods(names: list[str], has_draft: bool) -> tuple[list[str], list[st
     return kept, notes
 
 
-def build_contenders(names: list[str], ctx: PeerContext,
+def build_contenders(names: list[str], ctx: PeerContext | dict[str | None, PeerContext],
                      method_options: dict[str, dict[str, Any]] | None = None) -> list[Contender]:
     """Contenders for checked ``names`` (see :func:`check_methods`), in that order.
 
-    ``method_options[name]`` are config fields of hasten method ``name``; ``ctx.draft``
-    becomes the ``draft_model`` of hasten methods that take one.
+    ``ctx`` is one context, or one per dtype suffix (key None = no suffix) for
+    ``NAME@DTYPE`` names. ``method_options[base name]`` are config fields of hasten method
+    ``base name`` (shared by its dtype variants); ``ctx.draft`` becomes the
+    ``draft_model`` of hasten methods that take one.
+
+    Raises:
+        KeyError: a ``@DTYPE`` name with no context for that dtype.
     """
+    contexts = ctx if isinstance(ctx, dict) else {None: ctx}
     out: list[Contender] = []
     for name in names:
-        if name in PEERS:
-            out.append(PEERS[name].build(name, ctx))
+        base, dtype = split_variant(name)
+        c = contexts[dtype]
+        if base in PEERS:
+            out.append(PEERS[base].build(name, c))
             continue
-        options = dict((method_options or {}).get(name, {}))
-        if _takes_draft(name) and ctx.draft is not None:
-            options.setdefault("draft_model", ctx.draft)
-        out.append(HastenContender(name, ctx.model, None if name == "ar" else name, ctx.clock, options))
+        options = dict((method_options or {}).get(base, {}))
+        if _takes_draft(base) and c.draft is not None:
+            options.setdefault("draft_model", c.draft)
+        model = c.model if c.compiled is None else c.compiled
+        out.append(HastenContender(name, model, None if base == "ar" else base, c.clock, options))
     return out

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .datasets import HUMANEVAL, SUBTASKS
-from .metrics import (OVERALL, agreement, exact_match, methods_in, mismatches, subtasks_in,
-                      summarize)
+from .metrics import (OVERALL, agreement, exact_match, generations, methods_in, mismatches, speedup,
+                      subtasks_in, summarize)
+from .peers import baseline_of
 from .records import RECORDS_FILE, read_meta, read_records
 
 __all__ = ["render_report", "report_markdown", "text_table", "REPORT_FILE", "SPEEDUP_PLOT", "RATE_PLOT"]
@@ -54,20 +55,33 @@ def _label(meta: dict[str, Any], method: str) -> str:
     return f"{info.get('engine', '?')}, {info.get('precision', '?')}"
 
 
-def _main_table(meta, records, methods) -> list[str]:
+def _is_baseline(method: str) -> bool:
+    return method == baseline_of(method)
+
+
+def _overall_rows(meta, records, methods, code: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per method of the overall table (``code``: method names in backticks)."""
     with_ref = REFERENCE_PEER in methods
-    header = ["method", "engine, precision", "tok/s", "speedup vs ar", "oracle", "τ (mean accepted)",
-              "fwd/token", "overhead ms/step", "exact vs ar"] + (["= hf_greedy"] if with_ref else []) + ["errors"]
+    header = (["method", "engine, precision", "tok/s", "speedup vs ar"] + ([f"vs {REFERENCE_PEER}"] if with_ref else [])
+              + ["oracle", "τ (mean accepted)", "fwd/token", "overhead ms/step", "exact vs plain (same dtype)"]
+              + (["= hf_greedy"] if with_ref else []) + ["errors"])
+    ref = generations(records, REFERENCE_PEER) if with_ref else []
     rows = []
     for m in methods:
         s = summarize(records, m)
-        row = [f"`{m}`", _label(meta, m), _num(s.tokens_per_second, ".1f"), _num(s.speedup, ".2f", "x"),
-               _num(_oracle(meta, m), ".2f", "x"), _num(s.mean_accepted_tokens), _num(s.forward_passes_per_token, ".3f"),
-               _num(s.overhead_ms_per_step, ".1f"), "baseline" if m == "ar" else _rate(exact_match(records, m))]
+        row = [f"`{m}`" if code else m, _label(meta, m), _num(s.tokens_per_second, ".1f"), _num(s.speedup, ".2f", "x")]
+        if with_ref:
+            row.append(_num(speedup(generations(records, m), ref), ".2f", "x"))
+        row += [_num(_oracle(meta, m), ".2f", "x"), _num(s.mean_accepted_tokens), _num(s.forward_passes_per_token, ".3f"),
+                _num(s.overhead_ms_per_step, ".1f"), "baseline" if _is_baseline(m) else _rate(exact_match(records, m))]
         if with_ref:
             row.append(_rate(agreement(records, m, REFERENCE_PEER)) if m != REFERENCE_PEER else "reference")
         rows.append(row + [str(s.errors)])
-    return _table(header, rows)
+    return header, rows
+
+
+def _main_table(meta, records, methods) -> list[str]:
+    return _table(*_overall_rows(meta, records, methods))
 
 
 def _subtask_table(records, methods, subtasks, field: str, fmt: str, suffix: str = "") -> list[str]:
@@ -81,18 +95,18 @@ def _subtask_table(records, methods, subtasks, field: str, fmt: str, suffix: str
 def _audit_section(records, methods) -> list[str]:
     lines = []
     for m in methods:
-        if m == "ar":
+        if _is_baseline(m):
             continue
         bad = mismatches(records, m)
         if not bad:
             continue
-        lines.append(f"\n`{m}`: {len(bad)} question turn(s) differ from `ar`"
+        lines.append(f"\n`{m}`: {len(bad)} question turn(s) differ from `{baseline_of(m)}`"
                      + (f" (first {MAX_LISTED} listed)" if len(bad) > MAX_LISTED else "") + ":\n")
         rows = [[a["subtask"], str(a["question_id"]), str(a["turn"] + 1), str(a["run"]), str(a["first_diff"]),
                  _num(a["margin"], ".3g"), "yes" if a.get("prompt_differs") else "no"] for a in bad[:MAX_LISTED]]
-        lines += _table(["subtask", "question", "turn", "run", "first differing token", "ar top-2 logit margin",
+        lines += _table(["subtask", "question", "turn", "run", "first differing token", "baseline top-2 logit margin",
                          "prompt differs"], rows)
-    return lines or ["\nEvery audited output is token-identical to `ar`."]
+    return lines or ["\nEvery audited output is token-identical to plain decoding in its dtype."]
 
 
 def _errors_section(records) -> list[str]:
@@ -122,6 +136,10 @@ def _setup_section(meta: dict[str, Any]) -> list[str]:
         lines.append(f"- oracle speedup on this hardware: {oracle['speedup']:.2f}x at draft length {oracle['k']} "
                      "(a drafter that is always right; from the measured cost of verifying k tokens; "
                      f"curve from {oracle.get('source', 'cache')}, ms per forward by tokens: {costs})")
+    for dtype, info in (meta.get("compile") or {}).items():
+        outcome = "compiled" if info.get("compiled") else f"eager fallback ({info.get('fallback_reason')})"
+        lines.append(f"- torch.compile of the target forward for hasten methods ({dtype}): {outcome}; compile and "
+                     f"warm-up {info.get('seconds', 0):.1f} s, not counted in any generation's time")
     lines += [f"- note: {note}" for note in meta.get("notes", [])]
     return lines
 
@@ -145,10 +163,12 @@ def report_markdown(meta: dict[str, Any], records: list[dict[str, Any]], plots: 
     greedy = meta.get("sampling", {}).get("greedy", True)
     lines += ["", "## Exactness audit", ""]
     if greedy:
-        lines += ["Token ids of every method against `ar` on the same question turn; at a mismatch, the first "
-                  "differing token (0 = first generated token) and `ar`'s top-2 logit margin there.", ""]
-        lines += _table(["method", "exact match vs ar"],
-                        [[f"`{m}`", _rate(exact_match(records, m))] for m in methods if m != "ar"])
+        lines += ["Token ids of every method against plain decoding in the same dtype (`ar`, or `ar@DTYPE`) on "
+                  "the same question turn; at a mismatch, the first differing token (0 = first generated token) "
+                  "and the baseline's top-2 logit margin there.", ""]
+        lines += _table(["method", "baseline", "exact match"],
+                        [[f"`{m}`", f"`{baseline_of(m)}`", _rate(exact_match(records, m))]
+                         for m in methods if not _is_baseline(m)])
         lines += _audit_section(records, methods)
     else:
         lines.append("Sampling run: outputs differ by design; losslessness under sampling is a distribution "
@@ -229,18 +249,7 @@ def text_table(records: list[dict[str, Any]], methods: Sequence[str], meta: dict
     """The overall figures as an aligned plain-text table (for the terminal)."""
     present = methods_in(records)
     methods = [m for m in methods if m in present] + [m for m in present if m not in methods]
-    with_ref = REFERENCE_PEER in methods
-    header = ["method", "engine, precision", "tok/s", "speedup", "oracle", "tau", "fwd/tok", "exact vs ar"]
-    header += ["= hf_greedy"] if with_ref else []
-    header += ["errors"]
-    rows = [header]
-    for m in methods:
-        s = summarize(records, m)
-        row = [m, _label(meta, m), _num(s.tokens_per_second, ".1f"), _num(s.speedup, ".2f", "x"),
-               _num(_oracle(meta, m), ".2f", "x"), _num(s.mean_accepted_tokens), _num(s.forward_passes_per_token, ".3f"),
-               "baseline" if m == "ar" else _rate(exact_match(records, m))]
-        if with_ref:
-            row.append("reference" if m == REFERENCE_PEER else _rate(agreement(records, m, REFERENCE_PEER)))
-        rows.append(row + [str(s.errors)])
+    header, body = _overall_rows(meta, records, methods, code=False)
+    rows = [header, *body]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]

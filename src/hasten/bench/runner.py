@@ -7,7 +7,8 @@ back to back, the order rotating from one turn to the next, so machine drift hit
 methods alike. An mt_bench second turn carries the method's own first answer.
 
 Exactness audit (greedy only): after all methods finished a question turn, each method's
-token ids are compared with the ``ar`` baseline's; at a mismatch one extra target forward
+token ids are compared with its plain-decoding baseline's (``ar``, or ``ar@DTYPE`` for a
+contender run in another dtype); at a mismatch one extra target forward
 gives the baseline's top-2 logit margin at the first differing position (a near-tie, or
 a logic bug when the margin is large).
 
@@ -29,14 +30,14 @@ import torch
 
 from .datasets import Question, build_messages, encode_chat
 from .metrics import first_difference, top2_margin
-from .peers import Contender, Request
+from .peers import Contender, Request, baseline_of, split_variant
 from .records import RECORDS_FILE, RecordLog, read_meta, read_records, record_key, write_meta
 
 __all__ = ["BenchSettings", "BenchRunner", "RunResult", "rotated", "sha1_of", "PROTOCOL_FIELDS"]
 
-BASELINE = "ar"
 # meta.json fields that must match for --resume to continue a run
 PROTOCOL_FIELDS = ("model", "dtype", "methods", "max_new_tokens", "runs", "sampling", "questions", "max_turns")
+# (the compile outcome is recorded in meta.json but not compared: compile times differ run to run)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class BenchRunner:
 
     Args:
         model: the target torch model (for the audit's margin forward).
+        variant_models: ``{"bfloat16": model}`` for ``NAME@DTYPE`` contenders (their
+            audit's margin forward runs the ``ar@DTYPE`` baseline's model).
         tokenizer: encodes chat prompts and decodes first answers for second turns.
         contenders: in ``--methods`` order; one must be named ``ar``.
         settings: :class:`BenchSettings`.
@@ -120,11 +123,14 @@ class BenchRunner:
 
     def __init__(self, model: torch.nn.Module, tokenizer, contenders: Sequence[Contender],
                  settings: BenchSettings, out_dir: str | Path, *, clock: Callable[[], float] = time.perf_counter,
-                 progress: bool = True, on_record: Callable[[dict], None] | None = None):
+                 progress: bool = True, on_record: Callable[[dict], None] | None = None,
+                 variant_models: dict[str, torch.nn.Module] | None = None):
         names = [c.name for c in contenders]
-        if BASELINE not in names:
-            raise ValueError("the contenders must include 'ar' (the plain-decoding baseline)")
+        missing = sorted({baseline_of(n) for n in names} - set(names))
+        if missing:
+            raise ValueError(f"the contenders must include {', '.join(map(repr, missing))} (plain-decoding baselines)")
         self.model, self.tokenizer, self.contenders = model, tokenizer, list(contenders)
+        self.variant_models = dict(variant_models or {})
         self.settings, self.out_dir, self.clock = settings, Path(out_dir), clock
         self.progress, self.on_record = progress, on_record
         eos = settings.request.eos_token_ids or _eos_ids(model)
@@ -268,29 +274,30 @@ class BenchRunner:
         return record
 
     def _audit(self, log: RecordLog, done: dict, run: int, question: Question, turn: int, prompts: dict) -> None:
-        """Audit records for every contender that finished this turn and has none yet."""
-        base = done.get(("generation", run, question.subtask, question.question_id, turn, BASELINE))
-        if base is None or base["error"] is not None:
-            return
+        """Audit records for every contender that finished this turn and has none yet,
+        each against its own baseline (``ar``, or ``ar@DTYPE`` for ``NAME@DTYPE``)."""
         for contender in self.contenders:
-            name = contender.name
+            name, baseline = contender.name, baseline_of(contender.name)
+            base = done.get(("generation", run, question.subtask, question.question_id, turn, baseline))
             rec = done.get(("generation", run, question.subtask, question.question_id, turn, name))
-            if name == BASELINE or rec is None or rec["error"] is not None:
+            if name == baseline or base is None or base["error"] is not None or rec is None or rec["error"] is not None:
                 continue
             if ("audit", run, question.subtask, question.question_id, turn, name) in done:
                 continue
             position = first_difference(base["output_ids"], rec["output_ids"])
             margin = None
             if position is not None and position < len(base["output_ids"]):
-                margin = self._margin(prompts[BASELINE], base["output_ids"][:position])
-            audit = {"kind": "audit", "baseline": BASELINE, "exact": position is None, "first_diff": position,
+                margin = self._margin(baseline, prompts[baseline], base["output_ids"][:position])
+            audit = {"kind": "audit", "baseline": baseline, "exact": position is None, "first_diff": position,
                      "margin": margin, "prompt_differs": rec["prompt_sha1"] != base["prompt_sha1"]}
             self._emit(log, done, audit | self._base_fields(run, question, turn, name))
 
-    def _margin(self, prompt: list[int], prefix: list[int]) -> float:
-        """Baseline's top-2 logit margin for the token after prompt + prefix (one forward)."""
-        device = next(self.model.parameters()).device
+    def _margin(self, baseline: str, prompt: list[int], prefix: list[int]) -> float:
+        """The baseline's top-2 logit margin for the token after prompt + prefix (one forward)."""
+        dtype = split_variant(baseline)[1]
+        model = self.model if dtype is None else self.variant_models.get(dtype, self.model)
+        device = next(model.parameters()).device
         ids = torch.tensor([list(prompt) + list(prefix)], dtype=torch.long, device=device)
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, use_cache=False).logits[0, -1]
+            logits = model(input_ids=ids, use_cache=False).logits[0, -1]
         return top2_margin(logits)
