@@ -328,7 +328,7 @@ def _speculative_loop(target: _Target, cache, run: _Committer, drafter, params: 
         run.commit([draft.tokens[node] for node in path] + [nxt])
         stats.drafted.append(len(draft))
         stats.accepted.append(len(path))
-        if len(draft):
+        if len(draft) or getattr(drafter, "observes_plain_steps", False):
             drafter.on_accept(VerifiedStep(run.tokens, draft, path, nxt, row_tokens, scores))
 
 

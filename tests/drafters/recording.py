@@ -10,6 +10,7 @@ class Recording(Drafter):
     def __init__(self, inner: Drafter):
         self.inner = inner
         self.name = inner.name
+        self.observes_plain_steps = inner.observes_plain_steps
         self.log = []
 
     def begin(self, request) -> None:

@@ -118,3 +118,19 @@ def test_draft_tree_is_a_valid_tree_on_repeated_tokens():
     for parent in set(tree.parents):
         siblings = [t for t, p in zip(tree.tokens, tree.parents) if p == parent]
         assert len(siblings) == len(set(siblings))
+
+
+def test_learns_from_plain_steps(tiny_factory):
+    """With nothing seeded and probing off, every first step is a plain step; recycling
+    observes those (observes_plain_steps) and starts drafting from what the target's
+    top-k taught it. Output stays that of plain decoding."""
+    import hasten
+
+    model = tiny_factory("llama")
+    prompt = [5, 9, 14, 5, 9]
+    plain = hasten.generate(model, prompt, max_new_tokens=40, eos_token_id=[]).sequences
+    result = hasten.generate(model, prompt, method="recycling", max_new_tokens=40, eos_token_id=[],
+                             method_options={"seed_from_prompt": False, "probe": 0}, draft_budget=None)
+    assert torch.equal(result.sequences, plain)
+    assert result.stats.drafted[0] == 0 and sum(result.stats.drafted) > 0
+    assert sum(result.stats.accepted) > 0

@@ -54,9 +54,15 @@ class DraftRequest:
 
 
 class Drafter(ABC):
-    """One draft source. Subclasses set ``name`` and take their config in ``__init__``."""
+    """One draft source. Subclasses set ``name`` and take their config in ``__init__``.
+
+    ``observes_plain_steps``: also call :meth:`on_accept` after steps that verified no
+    draft (the drafter proposed nothing, or the draft budget cut it away), so a drafter
+    that learns from the target's scores keeps learning while it is not drafting.
+    """
 
     name: ClassVar[str] = ""
+    observes_plain_steps: ClassVar[bool] = False
 
     def begin(self, request: DraftRequest) -> None:
         """Start a new request: forget everything request-specific."""
@@ -75,7 +81,8 @@ class Drafter(ABC):
         """
 
     def on_accept(self, step: "VerifiedStep") -> None:
-        """Feedback after each verification of a non-empty draft (see :class:`VerifiedStep`)."""
+        """Feedback after each verification of a non-empty draft, and of an empty one too
+        when ``observes_plain_steps`` (see :class:`VerifiedStep`)."""
 
     def stats(self) -> dict[str, Any]:
         """Drafter-specific figures for ``GenerationStats.drafter`` (JSON-serializable)."""

@@ -200,9 +200,11 @@ class RecyclingConfig:
 
 
 class RecyclingDrafter(Drafter):
-    """Grows draft trees from recycled target candidates (see module docstring)."""
+    """Grows draft trees from recycled target candidates (see module docstring); learns
+    from plain steps too (the root row's top-k)."""
 
     name = "recycling"
+    observes_plain_steps = True
 
     def __init__(self, config: RecyclingConfig = RecyclingConfig()):
         self.config = config
