@@ -31,6 +31,7 @@ Dims used in docstrings: B batch, T tokens, C channels, H height, W width.
 from hasten.diffusion.blocks import BlockGroup, DenoiserSpec, register_denoiser
 from hasten.diffusion.cache import CacheHandle, disable, enable, handle_of
 from hasten.diffusion.methods import (
+    BACConfig,
     CGTaylorConfig,
     DeltaDiTConfig,
     FirstBlockCacheConfig,
@@ -44,6 +45,7 @@ from hasten.diffusion.summary import ActionCounts, CacheSummary
 __all__ = [
     "Action",
     "ActionCounts",
+    "BACConfig",
     "BlockGroup",
     "CGTaylorConfig",
     "CacheHandle",

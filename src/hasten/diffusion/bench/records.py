@@ -1,0 +1,69 @@
+"""Records of ``hasten bench-diffusion``: one JSON line per (model, method, setting, seed).
+
+Written through :class:`hasten.bench.records.RecordLog` (one whole line per ``write``,
+synced; an unterminated last line left by a kill is cut on reopening and never read back).
+JSON has no infinity, and PSNR of identical outputs is ``inf``: non-finite floats are
+stored as the strings ``"inf"``, ``"-inf"`` and ``"nan"`` and turned back into floats on
+reading (:func:`encode` / :func:`decode`).
+
+Record fields: ``model``, ``method``, ``setting`` (the setting's label; ``"-"`` for
+uncached), ``seed``, ``seconds`` (fastest timed sampling call of the method),
+``uncached_seconds`` (fastest uncached call interleaved with it), ``speedup``
+(their ratio), ``skipped_fraction`` (0-1), ``repeats``, ``deterministic`` (every repeat
+gave the same output), the suite's fidelity metrics (e.g. ``psnr``, ``ssim``, ``rel_l1``,
+``accuracy``; ``action_mse``, ``success_rate``), ``extra`` (suite-specific numbers), or
+``error`` (the exception text) when the setting failed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from hasten.bench.records import RecordLog, read_records
+
+__all__ = ["RECORDS_FILE", "RecordLog", "decode", "encode", "read_bench_records", "record_key"]
+
+RECORDS_FILE = "records.jsonl"
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def record_key(record: dict[str, Any]) -> tuple[str, str, str, int]:
+    """(model, method, setting, seed): what a record is unique by."""
+    return record["model"], record["method"], record["setting"], int(record["seed"])
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _encode_value(v) for k, v in value.items()}
+    return value
+
+
+def _decode_value(key: str, value: Any) -> Any:
+    if isinstance(value, str) and value in _NON_FINITE and key not in ("model", "method", "setting", "error"):
+        return _NON_FINITE[value]
+    if isinstance(value, dict):
+        return {k: _decode_value(k, v) for k, v in value.items()}
+    return value
+
+
+def encode(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with non-finite floats replaced by strings. Example: ``{"psnr": inf}`` -> ``{"psnr": "inf"}``."""
+    return {k: _encode_value(v) for k, v in record.items()}
+
+
+def decode(record: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`encode`. Example: ``{"psnr": "inf"}`` -> ``{"psnr": inf}``."""
+    return {k: _decode_value(k, v) for k, v in record.items()}
+
+
+def read_bench_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete record in ``path``, decoded; [] when the file does not exist.
+
+    Raises:
+        ValueError: a complete line that is not a JSON object.
+    """
+    return [decode(r) for r in read_records(path)]
