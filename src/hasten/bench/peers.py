@@ -26,6 +26,7 @@ the engine's own forward timer instead.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import importlib.util
@@ -154,8 +155,6 @@ class HastenContender(Contender):
         self.timer = None if compiled else ForwardTimer(model, clock)
 
     def generate(self, prompt_ids: list[int], request: Request) -> Outcome:
-        import contextlib
-
         import hasten
 
         s = request.sampling

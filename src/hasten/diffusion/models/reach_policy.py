@@ -24,6 +24,8 @@ T control steps, S denoising steps.
 
 from __future__ import annotations
 
+import abc
+
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -95,8 +97,9 @@ def timestep_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
-class _AdaLNBlock(nn.Module):
-    """Shared part of the two block kinds: adaLN-Zero modulation from the condition vector."""
+class _AdaLNBlock(nn.Module, abc.ABC):
+    """Shared part of the two block kinds: adaLN-Zero modulation from the condition vector;
+    subclasses give the residual branch (attention or FFN)."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -105,8 +108,9 @@ class _AdaLNBlock(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
+    @abc.abstractmethod
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The residual branch: normalized, modulated ``(B, H, D)`` -> ``(B, H, D)``."""
 
     def forward(self, hidden_states: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """``(B, H, D)`` hidden states and ``(B, D)`` condition -> ``(B, H, D)``, with the residual."""
