@@ -129,18 +129,23 @@ def _fingerprint(model: torch.nn.Module, context: int) -> str:
 
 def load_or_measure(model: torch.nn.Module, cache_file: Path | None = None, context: int = 256,
                     sizes=DEFAULT_SIZES, refresh: bool = False) -> CostCurve:
-    """The cost curve for this model, dtype, thread count and machine, measured once and
+    """The cost curve for this model (a torch module or a backend model such as
+    :class:`hasten.backends.llamacpp.LlamaCppModel`), dtype, thread count and machine, measured once and
     cached as JSON (``cache_file`` defaults to ``<user cache>/hasten/cost.json``; written
     atomically). ``refresh`` measures now and replaces the cached curve (one measured
     while the machine was busy sizes drafts wrongly until replaced)."""
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    backend = hasattr(model, "measure_cost")  # a backend model (hasten.backends), not a torch module
+    if backend:
+        limit = model.context_length
+    else:
+        limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if limit is not None:
         context = max(1, min(context, limit - max(sizes) - 1))
     if cache_file is None:
         from platformdirs import user_cache_dir
 
         cache_file = Path(user_cache_dir("hasten")) / "cost.json"
-    key = _fingerprint(model, context)
+    key = model.cost_fingerprint(context) if backend else _fingerprint(model, context)
     table = {}
     if cache_file.is_file():
         try:
@@ -149,7 +154,7 @@ def load_or_measure(model: torch.nn.Module, cache_file: Path | None = None, cont
             table = {}
     if not refresh and key in table and tuple(table[key]["sizes"]) == tuple(sizes):
         return CostCurve.from_json(table[key])
-    curve = measure_forward_cost(model, sizes, context)
+    curve = model.measure_cost(sizes, context) if backend else measure_forward_cost(model, sizes, context)
     table[key] = curve.to_json()
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")

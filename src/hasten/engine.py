@@ -179,6 +179,9 @@ class _Committer:
 class _Target:
     """The target model with what the loop needs to know about its forward."""
 
+    backend = "transformers"
+    max_draft_nodes = None  # no limit on draft nodes per verification
+
     def __init__(self, model: torch.nn.Module | CompiledModel):
         import inspect
 
@@ -214,6 +217,33 @@ class _Target:
         self.forward_seconds += time.perf_counter() - start
         return logits[-1:] if last_only else logits
 
+    # KV-cache operations the loops use; a backend target (hasten.backends) has the same.
+    def new_cache(self, static: bool = False):
+        return kv.new_cache(self.model, preallocate=static)
+
+    def cache_length(self, cache) -> int:
+        return kv.cache_length(cache)
+
+    def rollback(self, cache, length: int) -> None:
+        kv.rollback(cache, length)
+
+    def keep_rows(self, cache, start: int, rows: list[int]) -> None:
+        kv.keep_rows(cache, start, rows)
+
+    def verify_forward(self, cache, root: int, draft: DraftTree) -> torch.Tensor:
+        """Logits (N+1, V) for the root and every draft node, appended to ``cache``."""
+        rows = [root, *draft.tokens]
+        if draft.is_chain:
+            return self.forward(cache, rows)
+        positions, mask = self.tree_inputs(self.cache_length(cache), draft)
+        return self.forward(cache, rows, position_ids=positions, mask=mask)
+
+    def cost_curve(self):
+        return load_or_measure(self.model)
+
+    def eos_ids(self, eos_token_id) -> set[int]:
+        return _eos_ids(self.model, eos_token_id)
+
     def tree_inputs(self, start: int, draft: DraftTree) -> tuple[torch.Tensor, torch.Tensor]:
         """Position ids (1, N+1) and 4-D additive mask (1, 1, N+1, start+N+1) for a tree."""
         layout = tree_layout(draft.parents)
@@ -223,6 +253,18 @@ class _Target:
         allowed = torch.cat([torch.ones(n_rows, start, dtype=torch.bool), layout.visible], dim=1)
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
         return positions, mask.to(self.device)[None, None]
+
+
+def stats_name(drafter) -> str:
+    return drafter.name or type(drafter).__name__
+
+
+def _make_target(model):
+    """The loop's view of ``model``: :class:`_Target` for a transformers model (or a
+    :class:`CompiledModel`), the backend's own target for a backend model (e.g.
+    :class:`hasten.backends.llamacpp.LlamaCppModel`)."""
+    make = getattr(model, "engine_target", None)
+    return make() if make is not None else _Target(model)
 
 
 def _eos_ids(model: torch.nn.Module, eos_token_id) -> set[int]:
@@ -274,13 +316,8 @@ def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: S
     Returns (accepted node indices, next token, target token per row or None when the
     speculative sampling rule was used, processed scores (N+1, V)); the cache is
     compacted to the accepted path."""
-    start = kv.cache_length(cache)
-    rows = [run.tokens[-1], *draft.tokens]
-    if draft.is_chain:
-        logits = target.forward(cache, rows)
-    else:
-        positions, mask = target.tree_inputs(start, draft)
-        logits = target.forward(cache, rows, position_ids=positions, mask=mask)
+    start = target.cache_length(cache)
+    logits = target.verify_forward(cache, run.tokens[-1], draft)
     layout = tree_layout(draft.parents, draft.tokens)
     seen = None
     if params.uses_history:
@@ -299,7 +336,7 @@ def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: S
     else:
         row_tokens = choose_tokens(scores, params, generator).tolist()
         path, nxt = walk_tree(layout.children, row_tokens)
-    kv.keep_rows(cache, start, [0] + [node + 1 for node in path])
+    target.keep_rows(cache, start, [0] + [node + 1 for node in path])
     return path, nxt, row_tokens, scores
 
 
@@ -316,9 +353,9 @@ def _speculative_loop(target: _Target, cache, run: _Committer, drafter, params: 
     while not run.done:
         max_depth = run.remaining - 1
         draft = drafter.propose(run.tokens, max_depth) if max_depth >= 1 else None
-        kv.rollback(cache, len(run.tokens) - 1)  # undo anything a self-speculative drafter appended
+        target.rollback(cache, len(run.tokens) - 1)  # undo anything a self-speculative drafter appended
         if draft is not None and len(draft):
-            draft = draft.truncated(max_depth)
+            draft = draft.truncated(max_depth, target.max_draft_nodes)
             if budget is not None:
                 draft = budget.cut(draft)
         draft = draft if draft is not None and len(draft) else DraftTree.chain([])
@@ -389,8 +426,12 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     elif draft_budget is not None and not isinstance(draft_budget, BudgetConfig):
         raise ValueError(f"draft_budget must be 'auto', None or a BudgetConfig, got {draft_budget!r}")
     prompt = _prompt_list(input_ids)
-    target = _Target(model)
+    target = _make_target(model)
     model = target.model  # the module itself when a CompiledModel was passed
+    if drafter is not None and getattr(drafter, "needs_torch_target", False) and not isinstance(target, _Target):
+        raise ValueError(f"method {stats_name(drafter)!r} runs parts of the target model itself and needs a "
+                         f"transformers model; on the {target.backend} backend use a model-free drafter "
+                         f"({', '.join(target.supported_methods())})")
     if not prompt:
         raise ValueError("empty prompt: give at least one token (e.g. the BOS token)")
     if target.context_length is not None and len(prompt) >= target.context_length:
@@ -408,24 +449,23 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         generator.seed()
     else:
         generator.manual_seed(seed)
-    run = _Committer(prompt, max_new_tokens, target.context_length, _eos_ids(model, eos_token_id), stop,
+    run = _Committer(prompt, max_new_tokens, target.context_length, target.eos_ids(eos_token_id), stop,
                      tokenizer, streamer, target.vocab_size if params.uses_history else None, target.device)
-    stats = GenerationStats(method="ar" if drafter is None else (drafter.name or type(drafter).__name__),
+    stats = GenerationStats(method="ar" if drafter is None else stats_name(drafter),
                             prompt_tokens=len(prompt))
     with torch.inference_mode():
         t0 = time.perf_counter()
         if drafter is None:
-            _plain_loop(target, kv.new_cache(model, preallocate=kv_cache == "static"), run, params, generator,
-                        stats, t0)
+            _plain_loop(target, target.new_cache(kv_cache == "static"), run, params, generator, stats, t0)
         else:
             draft_generator = torch.Generator()
             if seed is None:
                 draft_generator.seed()
             else:
                 draft_generator.manual_seed(seed + 0x5DEECE66D)  # independent of the target's stream
-            cache = kv.new_cache(model, preallocate=kv_cache == "static")
+            budget = None if draft_budget is None else DraftBudget(target.cost_curve(), draft_budget)
+            cache = target.new_cache(kv_cache == "static")
             drafter.begin(DraftRequest(prompt, model, params, draft_generator, target.vocab_size, cache))
-            budget = None if draft_budget is None else DraftBudget(load_or_measure(model), draft_budget)
             t0 = time.perf_counter()  # the one-off cost measurement is not generation time
             _speculative_loop(target, cache, run, drafter, params, generator, stats, t0, budget)
             stats.drafter = drafter.stats()

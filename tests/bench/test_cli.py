@@ -101,3 +101,25 @@ def test_dtype_variants_are_canonicalized_and_get_their_own_baseline():
         check_methods(["trie@bf16", "trie@bfloat16"], has_draft=False)
     with pytest.raises(ValueError, match="GGUF"):
         check_methods(["llamacpp@bf16"], has_draft=False)
+
+
+def test_llamacpp_variants_get_their_own_baseline_and_refuse_torch_only_methods(monkeypatch):
+    """``NAME@llamacpp`` runs hasten's loop on llama.cpp kernels: audited against
+    ``ar@llamacpp``; methods that run the transformers model are refused before any
+    model loads; without llama-cpp-python the variants are skipped with the install hint."""
+    from hasten.bench import peers
+    from hasten.bench.peers import baseline_of, check_methods, split_variant
+
+    assert split_variant("suffix@llamacpp") == ("suffix", "llamacpp") == split_variant("suffix@llama.cpp")
+    assert baseline_of("suffix@llamacpp") == "ar@llamacpp"
+    for bad in ("layer_skip@llamacpp", "hierarchical@llamacpp", "hf_greedy@llamacpp", "llamacpp@llamacpp"):
+        with pytest.raises(ValueError):
+            check_methods([bad], has_draft=False)
+    monkeypatch.setattr(peers, "_llamacpp_missing", lambda: None)
+    names, notes = check_methods(["suffix@llamacpp", "llamacpp"], has_draft=False)
+    assert names == ["ar", "ar@llamacpp", "suffix@llamacpp", "llamacpp"]
+    assert any("added ar@llamacpp" in n for n in notes)
+    monkeypatch.setattr(peers, "_llamacpp_missing", lambda: "llama-cpp-python is not installed")
+    names, notes = check_methods(["suffix@llamacpp", "trie"], has_draft=False)
+    assert names == ["ar", "trie"]
+    assert sum("llama-cpp-python" in n for n in notes) == 2

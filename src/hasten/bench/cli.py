@@ -179,15 +179,19 @@ def execute(plan: BenchPlan) -> Path:
     compile_info: dict[str, Any] = {}
     variants: dict[str, torch.nn.Module] = {}
     for dtype in dict.fromkeys(split_variant(n)[1] for n in names):  # None (the main dtype) first
-        variant = model if dtype in (None, plan.dtype) else _load_target(plan.model, dtype)[0]
+        if dtype == "llamacpp":
+            variant = _load_llamacpp(plan, model)
+        else:
+            variant = model if dtype in (None, plan.dtype) else _load_target(plan.model, dtype)[0]
         if variant is not model and plan.fresh_cost:
             from ..cost import load_or_measure
 
             load_or_measure(variant, cache_file=plan.cost_cache, refresh=True)  # the curve its draft sizing reads
         if dtype is not None:
             variants[dtype] = variant
-        draft = _load_draft(plan.draft_model, variant, dtype or plan.dtype, tokenizer)
-        compiled = _compile(variant, compile_info, dtype or plan.dtype) if plan.compile else None
+        backend = dtype == "llamacpp"
+        draft = None if backend else _load_draft(plan.draft_model, variant, dtype or plan.dtype, tokenizer)
+        compiled = _compile(variant, compile_info, dtype or plan.dtype) if plan.compile and not backend else None
         contexts[dtype] = PeerContext(variant, plan.model, time.perf_counter, draft, plan.prompt_lookup_tokens,
                                       plan.gguf, torch.get_num_threads(), plan.settings.request.seed, compiled)
     contenders = build_contenders(names, contexts, plan.method_options)
@@ -207,6 +211,17 @@ def execute(plan: BenchPlan) -> Path:
         raise
     render_report(plan.out)
     return plan.out
+
+
+def _load_llamacpp(plan: BenchPlan, model):
+    """The GGUF file of ``plan.model`` (or ``--gguf``) in llama.cpp, for ``NAME@llamacpp``."""
+    import torch
+
+    from ..backends.llamacpp import LlamaCppModel
+    from .peers import _context_length, _gguf_path
+
+    ctx = PeerContext(model, plan.model, time.perf_counter, gguf=plan.gguf)
+    return LlamaCppModel(_gguf_path(ctx), threads=torch.get_num_threads(), context_length=_context_length(model))
 
 
 def _compile(model, info: dict[str, Any], dtype: str):

@@ -12,6 +12,9 @@ Names accepted by ``--methods``:
     ``llamacpp``, ``llamacpp_prompt_lookup``: llama.cpp through the optional
         ``llama-cpp-python`` package on the model's GGUF file (plain, and with its
         ``LlamaPromptLookupDecoding`` draft). Skipped with a note when not installed.
+    ``NAME@llamacpp`` (e.g. ``ar@llamacpp``, ``suffix@llamacpp``): hasten's decode loop
+        and drafter on llama.cpp kernels over the GGUF file (:mod:`hasten.backends.llamacpp`;
+        model-free drafters only), audited against ``ar@llamacpp``.
     ``NAME@DTYPE`` (e.g. ``ar@bfloat16``, ``trie@bf16``, ``hf_greedy@bf16``): the same
         contender on a copy of the target loaded in another dtype, in the same run. Its
         exactness is audited against ``ar@DTYPE`` (plain decoding in that dtype, added when
@@ -40,7 +43,7 @@ import torch
 
 from ..sampling import SamplingParams
 
-__all__ = ["split_variant", "baseline_of", "Request", "Outcome", "Contender", "ForwardTimer", "HastenContender", "HFContender",
+__all__ = ["LLAMACPP_VARIANTS", "split_variant", "baseline_of", "Request", "Outcome", "Contender", "ForwardTimer", "HastenContender", "HFContender",
            "LlamaCppContender", "PeerContext", "PEERS", "check_methods", "build_contenders", "gguf_precision"]
 
 Clock = Callable[[], float]
@@ -150,6 +153,10 @@ class HastenContender(Contender):
 
         self.name, self.model, self.method = name, model, method
         self.options = dict(options or {})
+        if hasattr(model, "engine_target"):  # a backend model: llama.cpp kernels on a GGUF file
+            self.engine, self.uses_target = f"hasten on {model.backend}", False
+            self.precision, self.timer = gguf_precision(model.path), None
+            return
         compiled = isinstance(model, CompiledModel)
         self.precision = _dtype_name(model.model if compiled else model) + (", compiled" if compiled else "")
         self.timer = None if compiled else ForwardTimer(model, clock)
@@ -234,7 +241,9 @@ class LlamaCppContender(Contender):
         self.precision = gguf_precision(gguf_path)
         self.llm = Llama(model_path=str(gguf_path), n_ctx=context_length, n_threads=threads,
                          n_threads_batch=threads, seed=0 if seed is None else seed, draft_model=draft,
-                         verbose=False)
+                         # with a draft model llama-cpp-python keeps logits for every position but
+                         # sizes that buffer by logits_all: without it prompts over n_batch fail
+                         logits_all=draft is not None, verbose=False)
 
     def generate(self, prompt_ids: list[int], request: Request) -> Outcome:
         s = request.sampling
@@ -347,8 +356,13 @@ def _takes_draft(name: str) -> bool:
     return name != "ar" and "draft_model" in {f.name for f in dataclasses.fields(get_method(name).config_cls)}
 
 
+LLAMACPP_VARIANTS = ("llamacpp", "llama.cpp", "gguf")
+
+
 def split_variant(name: str) -> tuple[str, str | None]:
-    """``"trie@bf16"`` -> ``("trie", "bfloat16")``; ``"trie"`` -> ``("trie", None)``.
+    """``"trie@bf16"`` -> ``("trie", "bfloat16")``; ``"trie"`` -> ``("trie", None)``;
+    ``"suffix@llamacpp"`` -> ``("suffix", "llamacpp")`` (hasten's loop on llama.cpp
+    kernels, :mod:`hasten.backends.llamacpp`).
 
     Raises:
         ValueError: an unknown dtype after ``@``.
@@ -358,12 +372,17 @@ def split_variant(name: str) -> tuple[str, str | None]:
     base, at, dtype = name.partition("@")
     if not at:
         return name, None
+    if dtype.lower() in LLAMACPP_VARIANTS:
+        return base, "llamacpp"
     return base, str(_resolve_dtype(dtype)).replace("torch.", "")
 
 
 def baseline_of(name: str) -> str:
-    """The plain-decoding contender ``name`` is audited against: ``ar`` or ``ar@DTYPE``."""
-    _, dtype = split_variant(name)
+    """The plain-decoding contender ``name`` is audited against: ``ar``, ``ar@DTYPE``, or
+    ``ar@llamacpp`` for contenders on the GGUF file (llama.cpp peers and ``NAME@llamacpp``)."""
+    base, dtype = split_variant(name)
+    if base in PEERS and PEERS[base].uses_gguf:
+        return "ar@llamacpp"
     return "ar" if dtype is None else f"ar@{dtype}"
 
 
@@ -393,7 +412,15 @@ def check_methods(names: list[str], has_draft: bool) -> tuple[list[str], list[st
         raise ValueError(f"a method is listed twice in {names}")
     for base, dtype in split:
         if dtype is not None and base in PEERS and PEERS[base].uses_gguf:
-            raise ValueError(f"{base} runs the GGUF file; it takes no @dtype suffix")
+            raise ValueError(f"{base} runs the GGUF file; it takes no @{dtype} suffix")
+        if dtype == "llamacpp" and base in PEERS:
+            raise ValueError(f"{base} is a transformers peer; @llamacpp runs hasten's own methods on llama.cpp")
+        if dtype == "llamacpp" and base != "ar":
+            from ..drafters import get_method
+
+            if get_method(base).drafter_cls.needs_torch_target or _takes_draft(base):
+                raise ValueError(f"{base}@llamacpp: {base} runs a transformers model (its own layers or a draft "
+                                 "model); on llama.cpp use a model-free drafter")
         needs = PEERS[base].needs_draft if base in PEERS else _takes_draft(base)
         if needs and not has_draft:
             raise ValueError(f"method {base!r} needs --draft-model (a model name/path or self:K)")
@@ -409,8 +436,10 @@ def check_methods(names: list[str], has_draft: bool) -> tuple[list[str], list[st
             ordered.append(name)
     kept = []
     for name in ordered:
-        base = split_variant(name)[0]
+        base, variant = split_variant(name)
         reason = PEERS[base].missing() if base in PEERS else None
+        if variant == "llamacpp":
+            reason = _llamacpp_missing()
         if reason is None:
             kept.append(name)
         else:

@@ -296,6 +296,9 @@ class BenchRunner:
         """The baseline's top-2 logit margin for the token after prompt + prefix (one forward)."""
         dtype = split_variant(baseline)[1]
         model = self.model if dtype is None else self.variant_models.get(dtype, self.model)
+        if hasattr(model, "engine_target"):  # a backend model (llama.cpp)
+            target = model.engine_target()
+            return top2_margin(target.forward(target.new_cache(), list(prompt) + list(prefix), last_only=True)[0])
         device = next(model.parameters()).device
         ids = torch.tensor([list(prompt) + list(prefix)], dtype=torch.long, device=device)
         with torch.inference_mode():

@@ -59,10 +59,15 @@ class Drafter(ABC):
     ``observes_plain_steps``: also call :meth:`on_accept` after steps that verified no
     draft (the drafter proposed nothing, or the draft budget cut it away), so a drafter
     that learns from the target's scores keeps learning while it is not drafting.
+
+    ``needs_torch_target``: the drafter runs parts of the target model itself (layers,
+    KV cache), so it needs a transformers target; the engine refuses it on another
+    backend (e.g. llama.cpp) with a clear error.
     """
 
     name: ClassVar[str] = ""
     observes_plain_steps: ClassVar[bool] = False
+    needs_torch_target: ClassVar[bool] = False
 
     def begin(self, request: DraftRequest) -> None:
         """Start a new request: forget everything request-specific."""

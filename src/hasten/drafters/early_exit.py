@@ -107,6 +107,7 @@ def exit_candidates(num_layers: int, count: int) -> list[int]:
 class EarlyExitDrafter(Drafter):
     """Early-exit drafting (see module docstring)."""
 
+    needs_torch_target = True
     name = "early_exit"
 
     def __init__(self, config: EarlyExitConfig = EarlyExitConfig()):

@@ -242,6 +242,7 @@ def _attention_layers(model: torch.nn.Module):
 class HierarchicalDrafter(Drafter):
     """TriForce drafting (see module docstring)."""
 
+    needs_torch_target = True
     name = "hierarchical"
 
     def __init__(self, config: HierarchicalConfig = HierarchicalConfig()):

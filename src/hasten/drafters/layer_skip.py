@@ -144,6 +144,7 @@ def skip_groups(num_layers: int, sublayers: bool) -> list[frozenset[int]]:
 class LayerSkipDrafter(Drafter):
     """SWIFT drafting (see module docstring)."""
 
+    needs_torch_target = True
     name = "layer_skip"
 
     def __init__(self, config: LayerSkipConfig = LayerSkipConfig()):

@@ -1,0 +1,465 @@
+"""llama.cpp backend: hasten's decode loop and model-free drafters on llama.cpp kernels.
+
+A GGUF model is run through ``llama-cpp-python``'s low-level API (``llama_decode`` on a
+``llama_batch`` with per-token positions, sequence ids and output flags), so the same
+draft -> verify -> accept loop as :func:`hasten.generate` runs on llama.cpp's quantized
+CPU kernels. Lossless here means: identical to plain decoding *on this backend*
+(``hasten.generate(model)`` with ``method=None``, which feeds one token per
+``llama_decode`` exactly as llama.cpp's own generation does); a multi-token decode may
+round differently from a one-token decode, so a mismatch at a near-tie of the top-2
+logits is possible, as in any low-precision multi-token verification.
+
+**Tree verification without a custom mask.** llama.cpp's KV cache masks attention by
+*sequence id*: a batch token attends to the cached cells that carry its (first) sequence
+id at positions not after its own. So every leaf of the draft tree gets its own sequence
+id, the committed prefix is shared with all of them (``llama_memory_seq_cp`` only adds
+ids to cells), and each node is tagged with the sequences of the leaves below it: node i
+then sees exactly the prefix, its ancestors and itself, which is the tree mask. After
+the acceptance rule, the other sequences are removed (``llama_memory_seq_rm``) and the
+accepted leaf's sequence is cut after the accepted path; its id becomes the committed
+sequence. The KV cache must be unified across sequences (``kv_unified``), and a tree has
+at most ``max_sequences - 1`` leaves (nodes past that are dropped before verification).
+
+Drafters that run parts of the target model (``layer_skip``, ``early_exit``,
+``hierarchical``, ``self:k``) need a transformers model and are refused here.
+
+Install: ``CMAKE_ARGS="-DGGML_NATIVE=OFF ..." pip install llama-cpp-python`` (see
+docs/BENCH.md for the flags that build a working wheel on this CPU); it is optional.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..tree import DraftTree, tree_layout
+
+__all__ = ["LlamaCppModel", "LlamaCppCache", "LlamaCppTarget", "load_llamacpp", "INSTALL_HINT"]
+
+INSTALL_HINT = ('llama-cpp-python is not installed; install it with CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON '
+                '-DGGML_FMA=ON -DGGML_F16C=ON" pip install llama-cpp-python (about 7 minutes; flags in docs/BENCH.md)')
+
+_BACKEND_READY = False
+
+
+def _lib():
+    global _BACKEND_READY
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - depends on the optional package
+        raise ImportError(INSTALL_HINT) from exc
+    if not _BACKEND_READY:
+        llama_cpp.llama_backend_init()
+        _BACKEND_READY = True
+    return llama_cpp
+
+
+@dataclass
+class LlamaCppCache:
+    """The engine's view of the llama.cpp KV cache (the cells live inside the context).
+
+    Invariant: the ``cached`` committed tokens occupy cells in position order with no
+    free cell between them, so later tokens are written after them exactly as plain
+    decoding writes them (llama.cpp fills free cells in index order, and its attention
+    sums cells in index order, so holes would change rounding).
+
+    Attributes:
+        cached: committed tokens whose K/V are in cells (positions 0 .. cached-1), all in
+            sequence ``seq``.
+        refeed: committed tokens whose K/V are not cached yet (accepted on a tree branch
+            other than the first); they are fed in front of the next decode.
+        pending: rows appended by the last verification and not yet settled.
+        branch_seqs, node_seq, row_tokens, first_rows: the last tree verification's leaf
+            sequences, one leaf sequence per row, token per row, and the rows of its first
+            (best) path in depth order.
+        generation: which :meth:`LlamaCppModel.new_cache` made it (only the newest is live).
+    """
+
+    cached: int = 0
+    seq: int = 0
+    refeed: list[int] = field(default_factory=list)
+    pending: int = 0
+    branch_seqs: list[int] = field(default_factory=list)
+    node_seq: list[int] = field(default_factory=list)
+    row_tokens: list[int] = field(default_factory=list)
+    first_rows: list[int] = field(default_factory=list)
+    generation: int = 0
+
+
+class LlamaCppModel:
+    """A GGUF model in llama.cpp, usable wherever :func:`hasten.generate` takes a model.
+
+    Args:
+        gguf_path: the GGUF file.
+        threads: CPU threads for decoding (None = ``torch.get_num_threads()``).
+        context_length: KV cache size in tokens (None = the model's training context).
+        max_sequences: sequence ids in the context; a draft tree has at most
+            ``max_sequences - 1`` leaves (1..256).
+        batch_size: most tokens per ``llama_decode`` call (prompts are fed in chunks).
+
+    Attributes:
+        vocab_size: V. context_length: tokens. eos_token_ids: end-of-generation ids.
+        path: the GGUF file. threads: decode threads.
+
+    Raises:
+        ImportError: ``llama-cpp-python`` is not installed (the message gives the command).
+        FileNotFoundError: no such GGUF file.
+        ValueError: llama.cpp could not load the file or create the context; bad sizes.
+    """
+
+    backend = "llama.cpp"
+
+    def __init__(self, gguf_path: str | Path, *, threads: int | None = None, context_length: int | None = None,
+                 max_sequences: int = 64, batch_size: int = 512):
+        lib = _lib()
+        self._lib = lib
+        self.path = Path(gguf_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no GGUF file at {self.path}")
+        if not 2 <= max_sequences <= 256:
+            raise ValueError(f"max_sequences must be in 2..256, got {max_sequences}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.threads = int(threads or torch.get_num_threads())
+        self._model = self._ctx = self._batch = None
+        mparams = lib.llama_model_default_params()
+        self._model = lib.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self._model:
+            raise ValueError(f"llama.cpp could not load {self.path}")
+        vocab = lib.llama_model_get_vocab(self._model)
+        self.vocab_size = int(lib.llama_vocab_n_tokens(vocab))
+        trained = int(lib.llama_model_n_ctx_train(self._model))
+        self.context_length = int(context_length or trained)
+        if self.context_length < 2:
+            raise ValueError(f"context_length must be >= 2, got {self.context_length}")
+        eos = {int(lib.llama_vocab_eos(vocab)), int(lib.llama_vocab_eot(vocab))}
+        self.eos_token_ids = {t for t in eos if t >= 0}
+        self.max_sequences = max_sequences
+        self.batch_size = batch_size
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = self.context_length
+        cparams.n_batch = cparams.n_ubatch = batch_size
+        cparams.n_seq_max = max_sequences
+        cparams.kv_unified = True
+        cparams.n_threads = cparams.n_threads_batch = self.threads
+        cparams.no_perf = True
+        # Flash attention's CPU kernel rounds differently with the number of rows in a
+        # decode (measured: 0.4-0.7 logit differences between a 1-row and a k-row decode at
+        # 100-700 cached tokens); the plain attention path is row-for-row identical, which
+        # is what makes verification exact against plain decoding.
+        cparams.flash_attn_type = getattr(lib, "LLAMA_FLASH_ATTN_TYPE_DISABLED", 0)
+        self._ctx = lib.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise ValueError(f"llama.cpp could not create a context of {self.context_length} tokens for {self.path}")
+        self._mem = lib.llama_get_memory(self._ctx)
+        self._batch = lib.llama_batch_init(batch_size, 0, max_sequences)
+        self._live = 0  # generation of the cache that owns the context's memory
+        self.name = self.path.name
+        self.description = lib.llama_model_desc(self._model, (buf := ctypes.create_string_buffer(256)), 256) and \
+            buf.value.decode(errors="replace")
+
+    def __repr__(self) -> str:
+        return f"LlamaCppModel({str(self.path)!r}, threads={self.threads}, context_length={self.context_length})"
+
+    def close(self) -> None:
+        """Free the llama.cpp context, batch and weights (also done when collected)."""
+        lib = self._lib
+        if self._batch is not None:
+            lib.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            lib.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            lib.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    # --- what hasten.generate uses -------------------------------------------------
+    def engine_target(self) -> "LlamaCppTarget":
+        return LlamaCppTarget(self)
+
+    def new_cache(self) -> LlamaCppCache:
+        """An empty cache; the context holds one live cache at a time (older ones are
+        invalidated)."""
+        self._lib.llama_memory_clear(self._mem, True)
+        self._live += 1
+        return LlamaCppCache(generation=self._live)
+
+    def decode(self, tokens: list[int], positions: list[int], seqs: list[list[int]], outputs: list[bool]) -> torch.Tensor:
+        """One ``llama_decode`` over tokens with explicit positions and sequence ids.
+
+        Args:
+            tokens, positions: (n,) ints. seqs: per token, its sequence ids.
+            outputs: per token, whether its logits are returned.
+
+        Returns:
+            (sum(outputs), V) float32 logits, in token order.
+
+        Raises:
+            RuntimeError: llama.cpp refused the batch (its log says why) or ran out of cache.
+        """
+        lib, batch = self._lib, self._batch
+        n = len(tokens)
+        if n > self.batch_size:
+            raise ValueError(f"{n} tokens in one decode; batch_size is {self.batch_size}")
+        batch.n_tokens = n
+        token_p, pos_p, nseq_p, seq_p, out_p = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        for i in range(n):
+            token_p[i] = tokens[i]
+            pos_p[i] = positions[i]
+            ids = seqs[i]
+            nseq_p[i] = len(ids)
+            row = seq_p[i]
+            for j, s in enumerate(ids):
+                row[j] = s
+            out_p[i] = outputs[i]
+        code = lib.llama_decode(self._ctx, batch)
+        if code != 0:
+            raise RuntimeError(f"llama_decode failed with code {code} (1: no KV cache slot for {n} tokens, "
+                               f"-1: invalid batch); context {self.context_length} tokens")
+        rows = sum(1 for o in outputs if o)
+        if not rows:
+            return torch.empty(0, self.vocab_size)
+        ptr = lib.llama_get_logits(self._ctx)
+        return torch.from_numpy(np.ctypeslib.as_array(ptr, shape=(rows, self.vocab_size)).copy())
+
+    def seq_rm(self, seq: int, start: int, end: int = -1) -> None:
+        self._lib.llama_memory_seq_rm(self._mem, seq, start, end)
+
+    def seq_cp(self, src: int, dst: int) -> None:
+        self._lib.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
+    # --- measured cost ---------------------------------------------------------------
+    def cost_fingerprint(self, context: int) -> str:
+        import llama_cpp
+
+        return (f"llamacpp-{self.path.name}-{self.path.stat().st_size}-ctx{context}-threads{self.threads}-"
+                f"{platform.machine()}-{os.cpu_count()}cpu-llama-cpp-python{llama_cpp.__version__}")
+
+    def measure_cost(self, sizes, context: int = 256, repeats: int = 5):
+        """Seconds per ``llama_decode`` of ``size`` tokens (all logits returned, as in
+        verification) after a ``context``-token prefix; median of ``repeats``."""
+        from ..cost import CostCurve
+
+        gen = torch.Generator().manual_seed(0)
+        cache = self.new_cache()
+        prefix = torch.randint(0, self.vocab_size, (context,), generator=gen).tolist()
+        target = self.engine_target()
+        target.forward(cache, prefix, last_only=True)
+        seconds = []
+        for size in sizes:
+            ids = torch.randint(0, self.vocab_size, (size,), generator=gen).tolist()
+            times = []
+            for i in range(repeats + 1):
+                start = time.perf_counter()
+                target.forward(cache, ids)
+                elapsed = time.perf_counter() - start
+                target.rollback(cache, context)
+                if i:
+                    times.append(elapsed)
+            seconds.append(statistics.median(times))
+        self.new_cache()
+        return CostCurve(tuple(sizes), tuple(seconds))
+
+
+class LlamaCppTarget:
+    """The decode loop's target on llama.cpp: the same methods as the engine's
+    transformers target (forward, verify_forward, cache operations, cost curve)."""
+
+    backend = "llama.cpp"
+    compiled = None
+
+    def __init__(self, model: LlamaCppModel):
+        self.model = model
+        self.device = torch.device("cpu")
+        self.context_length = model.context_length
+        self.vocab_size = model.vocab_size
+        self.max_draft_nodes = model.max_sequences - 1  # so a tree never has more leaves than sequences
+        self.forwards = 0
+        self.forward_seconds = 0.0
+
+    @staticmethod
+    def supported_methods() -> list[str]:
+        from ..drafters.base import get_method, list_methods
+
+        return [name for name in list_methods() if not getattr(get_method(name).drafter_cls, "needs_torch_target", False)
+                and name != "draft_model"]
+
+    def eos_ids(self, eos_token_id) -> set[int]:
+        if eos_token_id is None:
+            return set(self.model.eos_token_ids)
+        return {eos_token_id} if isinstance(eos_token_id, int) else {int(t) for t in eos_token_id}
+
+    def new_cache(self, static: bool = False) -> LlamaCppCache:
+        return self.model.new_cache()
+
+    def cost_curve(self, refresh: bool = False):
+        from ..cost import load_or_measure
+
+        return load_or_measure(self.model, refresh=refresh)
+
+    # --- cache bookkeeping -------------------------------------------------------------
+    def _check(self, cache: LlamaCppCache) -> None:
+        if cache.generation != self.model._live:
+            raise RuntimeError("this llama.cpp cache is no longer live: a newer cache was made on the same model "
+                               "(one generation at a time per LlamaCppModel)")
+
+    def cache_length(self, cache: LlamaCppCache) -> int:
+        """Tokens the engine has appended (cached + awaiting refeed + pending rows)."""
+        return cache.cached + len(cache.refeed) + cache.pending
+
+    def _settle(self, cache: LlamaCppCache) -> None:
+        """Drop the rows of a verification that :meth:`keep_rows` did not compact."""
+        for s in cache.branch_seqs:
+            if s != cache.seq:
+                self.model.seq_rm(s, -1, -1)
+        if cache.pending:
+            self.model.seq_rm(cache.seq, cache.cached, -1)
+        cache.branch_seqs, cache.node_seq, cache.row_tokens, cache.first_rows = [], [], [], []
+        cache.pending = 0
+
+    def rollback(self, cache: LlamaCppCache, length: int) -> None:
+        """Keep the first ``length`` tokens (committed, or rows of a chain verification)."""
+        self._check(cache)
+        if cache.pending and not cache.branch_seqs and length > cache.cached:
+            cache.cached, cache.pending = cache.cached + cache.pending, 0  # chain rows stay, in order
+        self._settle(cache)
+        if length >= cache.cached:
+            del cache.refeed[length - cache.cached:]
+            return
+        self.model.seq_rm(cache.seq, length, -1)
+        cache.cached, cache.refeed = length, []
+
+    def _decode(self, cache: LlamaCppCache, tokens: list[int], outputs: list[bool]) -> torch.Tensor:
+        """Append ``tokens`` to the committed sequence (in ``batch_size`` chunks); logits of
+        the rows flagged in ``outputs``."""
+        model, seq = self.model, [cache.seq]
+        pieces = []
+        for lo in range(0, len(tokens), model.batch_size):
+            chunk = tokens[lo:lo + model.batch_size]
+            logits = model.decode(chunk, list(range(cache.cached, cache.cached + len(chunk))), [seq] * len(chunk),
+                                  outputs[lo:lo + len(chunk)])
+            cache.cached += len(chunk)
+            if len(logits):
+                pieces.append(logits)
+        if not pieces:
+            return torch.empty(0, model.vocab_size)
+        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
+    # --- forwards ----------------------------------------------------------------------
+    def forward(self, cache: LlamaCppCache, tokens: list[int], *, last_only: bool = False, **_: Any) -> torch.Tensor:
+        """Logits (rows, V) for ``tokens`` appended to the committed tokens (rows = 1 if
+        ``last_only``)."""
+        self._check(cache)
+        self._settle(cache)
+        refeed, cache.refeed = cache.refeed, []
+        want = [False] * len(refeed) + ([False] * (len(tokens) - 1) + [True] if last_only else [True] * len(tokens))
+        self.forwards += 1
+        start = time.perf_counter()
+        try:
+            return self._decode(cache, refeed + list(tokens), want)
+        finally:
+            self.forward_seconds += time.perf_counter() - start
+
+    def verify_forward(self, cache: LlamaCppCache, root: int, draft: DraftTree) -> torch.Tensor:
+        """Logits (N+1, V) for the root and every draft node in one ``llama_decode``; the
+        rows stay pending until :meth:`keep_rows` (or the next call) settles them."""
+        if draft.is_chain:
+            logits = self.forward(cache, [root, *draft.tokens])
+            cache.cached -= len(draft) + 1
+            cache.pending = len(draft) + 1
+            return logits
+        self._check(cache)
+        self._settle(cache)
+        model = self.model
+        n = len(draft)
+        children: list[list[int]] = [[] for _ in range(n + 1)]  # per row, child nodes in index (= best-first) order
+        for node, parent in enumerate(draft.parents):
+            children[parent + 1].append(node)
+        first = [0]
+        while children[first[-1]]:
+            first.append(children[first[-1]][0] + 1)
+        on_first = set(first)
+        order = first + [node + 1 for node in range(n) if node + 1 not in on_first]  # rows in batch order
+        leaves = [row for row in order if row and not children[row]]
+        free = (s for s in range(model.max_sequences) if s != cache.seq)
+        leaf_seq = {leaf: cache.seq if leaf == first[-1] else next(free) for leaf in leaves}
+        row_seqs: list[list[int]] = [[] for _ in range(n + 1)]
+        for leaf, s in leaf_seq.items():
+            row = leaf
+            while row > 0:
+                row_seqs[row].append(s)
+                row = draft.parents[row - 1] + 1
+            row_seqs[0].append(s)
+        refeed, cache.refeed = cache.refeed, []
+        if refeed:  # committed tokens first, in the committed sequence only
+            self._decode(cache, refeed, [False] * len(refeed))
+        for s in leaf_seq.values():
+            if s != cache.seq:
+                model.seq_cp(cache.seq, s)
+        depths = tree_layout(draft.parents).depths
+        row_tokens = [root, *draft.tokens]
+        self.forwards += 1
+        start = time.perf_counter()
+        try:
+            logits = model.decode([row_tokens[r] for r in order], [cache.cached + depths[r] for r in order],
+                                  [row_seqs[r] for r in order], [True] * (n + 1))
+        finally:
+            self.forward_seconds += time.perf_counter() - start
+            cache.branch_seqs = sorted(set(leaf_seq.values()))
+            cache.pending = n + 1
+        cache.node_seq = [seqs[0] for seqs in row_seqs]
+        cache.row_tokens, cache.first_rows = row_tokens, first
+        out = torch.empty_like(logits)
+        out[torch.tensor(order)] = logits
+        return out
+
+    def keep_rows(self, cache: LlamaCppCache, start: int, rows: list[int]) -> None:
+        """Keep the committed tokens plus the verification rows ``rows`` (the root and
+        the accepted path, in order) and drop every other row.
+
+        Rows on the tree's first path are contiguous cells right after the committed
+        ones, so they are kept in place; accepted rows after the path leaves the first
+        branch are dropped from the cache and fed again in front of the next decode
+        (their cells would otherwise sit after freed cells and break the in-order
+        invariant of :class:`LlamaCppCache`)."""
+        self._check(cache)
+        if start != cache.cached:
+            raise RuntimeError(f"keep_rows from {start} but {cache.cached} tokens are cached")
+        if not cache.branch_seqs:  # a chain: keep a prefix of its rows
+            if rows != list(range(len(rows))):
+                raise ValueError("a chain verification keeps a prefix of its rows")
+            self.rollback(cache, start + len(rows))
+            return
+        in_place = 0
+        while in_place < len(rows) and in_place < len(cache.first_rows) and rows[in_place] == cache.first_rows[in_place]:
+            in_place += 1
+        keep_seq = cache.node_seq[rows[-1]]
+        for s in cache.branch_seqs:
+            if s != keep_seq:
+                self.model.seq_rm(s, -1, -1)
+        self.model.seq_rm(keep_seq, start + in_place, -1)
+        cache.refeed = [cache.row_tokens[r] for r in rows[in_place:]]
+        cache.seq, cache.cached, cache.pending = keep_seq, start + in_place, 0
+        cache.branch_seqs, cache.node_seq, cache.row_tokens, cache.first_rows = [], [], [], []
+
+
+def load_llamacpp(gguf_path: str | Path, **kwargs) -> LlamaCppModel:
+    """Load a GGUF file for :func:`hasten.generate` on llama.cpp kernels; see
+    :class:`LlamaCppModel` for the arguments and errors."""
+    return LlamaCppModel(gguf_path, **kwargs)

