@@ -156,3 +156,45 @@ def test_stats_are_consistent(model):
     assert s.forward_passes == 1 + s.steps  # prefill + one forward per verification step
     assert s.mean_accepted_tokens == pytest.approx(30 / s.steps)
     assert s.as_dict()["tokens_per_second"] > 0
+
+
+class _ForeignBackend:
+    """A model object that brings its own engine target (as LlamaCppModel does): the
+    engine must use only the target protocol, and refuse drafters that need torch layers."""
+
+    backend = "test"
+
+    def __init__(self, model):
+        self.inner = model
+
+    def engine_target(self):
+        from hasten.engine import _Target
+
+        target = _Target(self.inner)
+        target.backend = "test"
+        target.max_draft_nodes = 3
+        target.supported_methods = lambda: ["prompt_lookup"]
+        return target
+
+
+def test_a_backend_model_runs_through_its_own_target(tiny_factory):
+    model = tiny_factory("llama")
+    prompt = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6]
+    plain = hasten.generate(model, prompt, max_new_tokens=24, eos_token_id=[]).sequences
+    foreign = _ForeignBackend(model)
+    out = hasten.generate(foreign, prompt, method="trie", max_new_tokens=24, eos_token_id=[], draft_budget=None)
+    assert torch.equal(out.sequences, plain)
+    assert max(out.stats.drafted) <= 3  # the target's node limit was applied
+    with pytest.raises(ValueError, match="model-free drafter"):
+        hasten.generate(foreign, prompt, method="layer_skip", max_new_tokens=4)
+
+
+def test_llamacpp_backend_without_the_package_names_the_install_command(monkeypatch, tmp_path):
+    import sys
+
+    from hasten.backends import llamacpp
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    monkeypatch.setattr(llamacpp, "_BACKEND_READY", False)
+    with pytest.raises(ImportError, match="pip install llama-cpp-python"):
+        llamacpp.LlamaCppModel(tmp_path / "model.gguf")

@@ -4,8 +4,10 @@ Needs the optional ``llama-cpp-python`` (never a CI requirement: these tests ski
 it). Reference for every check is llama.cpp itself driven token by token or path by path,
 not the code under test: tree rows are compared with each root-to-node path decoded as a
 plain chain in a fresh cache; drafters are compared with plain decoding on the backend.
-llama.cpp's multi-token kernels may round differently from one-token ones, so logits are
-compared with a tolerance and token equality is reported with the top-2 margin.
+llama.cpp's kernels round a row differently depending on the other rows of its decode (up
+to ~0.8 logits measured here), so logits are compared with a tolerance that a wrong
+attention context exceeds many times over (checked by a negative control), and drafters
+may differ from plain decoding only where plain decoding's top-2 logits nearly tie.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ PROMPTS = ["<|im_start|>user\nRepeat exactly: the cat sat on the mat, the dog sa
            "<|im_start|>user\nWrite a Python function that checks whether a number is prime.<|im_end|>\n"
            "<|im_start|>assistant\n"]
 MAX_NEW = 48
-ATOL = 0.05  # logits are O(10); measured here the rows are bit-identical, the tolerance only allows
-# for a llama.cpp build whose batched kernels round differently
+ATOL = 1.5  # logit max-abs difference allowed for batch-shape rounding (measured up to ~0.8)
+TIE = 1.0  # a drafter may flip a token only where plain decoding's top-2 margin is below this
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +104,13 @@ def test_tree_rows_equal_each_path_decoded_alone(gguf_model):
     target.forward(cache, prompt[:-1], last_only=True)
     rows = target.verify_forward(cache, root, draft)
     assert rows.shape == (6, model.vocab_size)
+    refs = [_chain_logits(model, prompt + path) for path in paths]
     for row, path in enumerate(paths):
-        ref = _chain_logits(model, prompt + path)
-        assert torch.allclose(rows[row], ref, atol=ATOL), (row, path, float((rows[row] - ref).abs().max()))
+        assert torch.allclose(rows[row], refs[row], atol=ATOL), (row, path, float((rows[row] - refs[row]).abs().max()))
+        assert int(rows[row].argmax()) == int(refs[row].argmax())
+    # negative control: a row against a sibling's context is far outside the tolerance
+    assert float((rows[3] - refs[4]).abs().max()) > 3 * ATOL
+    assert float((rows[5] - refs[3]).abs().max()) > 3 * ATOL
 
 
 def test_keep_rows_compacts_to_the_accepted_branch(gguf_model):
@@ -130,6 +136,8 @@ def test_keep_rows_compacts_to_the_accepted_branch(gguf_model):
     after = target.forward(cache, [45], last_only=True)[0]
     assert torch.allclose(nxt, _chain_logits(model, prompt + [b, e, f]), atol=ATOL)
     assert torch.allclose(after, _chain_logits(model, prompt + [b, e, f, 42, 43, 45]), atol=ATOL)
+    # negative control: had the first branch (a, c) stayed in the cache, f would see another context
+    assert not torch.allclose(nxt, _chain_logits(model, prompt + [a, c, f]), atol=3 * ATOL)
 
 
 @pytest.mark.parametrize("method", ["prompt_lookup", "trie", "jacobi", "suffix", "recycling"])
@@ -144,8 +152,8 @@ def test_model_free_drafters_match_plain_on_the_backend(gguf_model, method):
         if out != plain:
             pos = next(i for i, (x, y) in enumerate(zip(plain, out)) if x != y)
             top2 = torch.topk(_chain_logits(model, plain[:pos]), 2).values
-            pytest.fail(f"{method}: first difference at {pos - len(prompt)}; top-2 margin there "
-                        f"{float(top2[0] - top2[1]):.3f}")
+            margin = float(top2[0] - top2[1])
+            assert margin < TIE, f"{method}: first difference at {pos - len(prompt)} with top-2 margin {margin:.3f}"
     assert sum(result.stats.drafted) > 0
 
 
@@ -175,3 +183,26 @@ def test_a_stale_cache_is_refused(gguf_model):
     target.new_cache()
     with pytest.raises(RuntimeError, match="no longer live"):
         target.forward(old, [1])
+
+
+def test_cli_generate_on_the_llamacpp_backend():
+    from typer.testing import CliRunner
+
+    from hasten.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--backend", "llamacpp", "--method", "suffix",
+                                      "--max-new-tokens", "16", "--chat", "Say hello."])
+    assert result.exit_code == 0, result.output
+    assert "tok/s" in result.output and "(suffix," in result.output
+    result = CliRunner().invoke(app, ["generate", "--backend", "llamacpp", "--method", "layer_skip",
+                                      "--max-new-tokens", "4", "--chat", "Say hello."])
+    assert result.exit_code != 0 and "model-free drafter" in str(result.exception)
+
+
+def test_load_gguf_returns_a_model_generate_accepts():
+    model, tokenizer = hasten.load_gguf("smollm2-135m", context_length=1024)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Count to five."}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)["input_ids"]
+    out = hasten.generate(model, ids, method="prompt_lookup", max_new_tokens=12)
+    assert out.sequences.shape[1] == ids.shape[1] + out.stats.new_tokens and out.stats.new_tokens > 0
+    model.close()

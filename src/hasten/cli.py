@@ -86,6 +86,8 @@ def generate(
     stream: bool = typer.Option(True, help="Print text as it is generated."),
     kv_cache: str = typer.Option("dynamic", help="dynamic or static (preallocated, in-place)."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the target forward first (eager if that fails)."),
+    backend: str = typer.Option("transformers", help="transformers, or llamacpp: the model's GGUF file on llama.cpp "
+                                "kernels (needs llama-cpp-python; --model may then be a .gguf path)."),
 ) -> None:
     """Generate text, streaming it, then print one stats line."""
     import hasten
@@ -97,7 +99,17 @@ def generate(
         raise ValueError("--set needs --method")
     if method:
         hasten.drafters.get_method(method)  # unknown names fail before any model loads
-    lm, tokenizer = hasten.load_model(model, dtype=dtype)
+    if backend not in ("transformers", "llamacpp"):
+        raise ValueError(f"unknown backend {backend!r}; use transformers or llamacpp")
+    if backend == "llamacpp":
+        if compile_ or draft_model is not None or dtype != "float32" or kv_cache != "dynamic":
+            raise ValueError("--backend llamacpp runs the GGUF file as it is: no --compile, --draft-model, "
+                             "--dtype or --kv-cache")
+        from .models import load_gguf
+
+        lm, tokenizer = load_gguf(model)
+    else:
+        lm, tokenizer = hasten.load_model(model, dtype=dtype)
     if draft_model is not None:
         options["draft_model"] = draft_model if draft_model.startswith("self:") else _load_draft(draft_model, dtype, tokenizer)
     if chat is not None:

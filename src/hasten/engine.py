@@ -428,7 +428,7 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     prompt = _prompt_list(input_ids)
     target = _make_target(model)
     model = target.model  # the module itself when a CompiledModel was passed
-    if drafter is not None and getattr(drafter, "needs_torch_target", False) and not isinstance(target, _Target):
+    if drafter is not None and getattr(drafter, "needs_torch_target", False) and target.backend != "transformers":
         raise ValueError(f"method {stats_name(drafter)!r} runs parts of the target model itself and needs a "
                          f"transformers model; on the {target.backend} backend use a model-free drafter "
                          f"({', '.join(target.supported_methods())})")

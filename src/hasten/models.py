@@ -172,3 +172,36 @@ def load_model(name_or_path: str, dtype="float32", device: str | torch.device = 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
     model.eval()
     return model, tokenizer
+
+
+def load_gguf(name_or_path: str, threads: int | None = None, **kwargs):
+    """Load a GGUF model on llama.cpp kernels (:mod:`hasten.backends.llamacpp`) and its tokenizer.
+
+    Args:
+        name_or_path: a built-in name (its GGUF file is used as is, e.g. SmolLM2's Q4_1) or
+            a path to a ``.gguf`` file (its tokenizer is read from the file by transformers).
+        threads: llama.cpp threads (None = ``torch.get_num_threads()``).
+        **kwargs: more :class:`~hasten.backends.llamacpp.LlamaCppModel` arguments.
+
+    Returns:
+        (LlamaCppModel, tokenizer).
+
+    Raises:
+        ImportError: ``llama-cpp-python`` is not installed (the message gives the command).
+        ModelNotInstalledError: a built-in model whose package is missing.
+        FileNotFoundError: no such GGUF file.
+    """
+    from transformers import AutoTokenizer
+
+    from .backends.llamacpp import LlamaCppModel
+
+    if name_or_path in BUILTIN_MODELS:
+        spec = BUILTIN_MODELS[name_or_path]
+        gguf = _package_dir(spec) / spec.gguf_file
+        tokenizer = AutoTokenizer.from_pretrained(_builtin_path(name_or_path))
+    else:
+        gguf = Path(name_or_path)
+        if not gguf.is_file():
+            raise FileNotFoundError(f"no GGUF file at {gguf}")
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return LlamaCppModel(gguf, threads=threads, **kwargs), tokenizer
