@@ -340,12 +340,12 @@ PEERS: dict[str, PeerSpec] = {
     "llamacpp": PeerSpec("llama.cpp (llama-cpp-python) on the GGUF file",
                          lambda name, c: LlamaCppContender(name, _gguf_path(c), c.threads, _context_length(c.model),
                                                            seed=c.seed),
-                         _llamacpp_missing, uses_gguf=True),
+                         lambda: _llamacpp_missing(), uses_gguf=True),
     "llamacpp_prompt_lookup": PeerSpec("llama.cpp with LlamaPromptLookupDecoding",
                                        lambda name, c: LlamaCppContender(name, _gguf_path(c), c.threads,
                                                                          _context_length(c.model),
                                                                          c.prompt_lookup_tokens, c.seed),
-                                       _llamacpp_missing, uses_gguf=True),
+                                       lambda: _llamacpp_missing(), uses_gguf=True),
 }
 
 
