@@ -116,10 +116,7 @@ def test_a_literal_tree_then_a_second_branch_is_compacted_and_refed(simulated):
     """root -> {a -> c, b -> e}: keeping root, b, e (the second branch) keeps only the root
     in place and re-feeds b, e in front of the next decode; cells stay in position order."""
     prompt = PROMPTS[0]
-    target = simulated.engine_target()
-    cache = target.new_cache()
-    target.forward(cache, prompt[:-1], last_only=True)
-    start = target.cache_length(cache)
+    target, cache, start = _prefilled(simulated, prompt)
     a, b, c, e = 30, 31, 32, 33
     rows = target.verify_forward(cache, prompt[-1], DraftTree((a, b, c, e), (-1, -1, 0, 1)))
     refs = [_last_logits(simulated, prompt + path) for path in ([], [a], [b], [a, c], [b, e])]
@@ -135,10 +132,7 @@ def test_a_literal_tree_then_a_second_branch_is_compacted_and_refed(simulated):
 
 def test_first_branch_accepted_stays_in_place(simulated):
     prompt = PROMPTS[1]
-    target = simulated.engine_target()
-    cache = target.new_cache()
-    target.forward(cache, prompt[:-1], last_only=True)
-    start = target.cache_length(cache)
+    target, cache, start = _prefilled(simulated, prompt)
     target.verify_forward(cache, prompt[-1], DraftTree((30, 31, 32), (-1, -1, 0)))  # first path: 30 -> 32
     target.keep_rows(cache, start, [0, 1, 3])
     assert cache.refeed == [] and cache.cached == start + 3 and simulated.committed_in_order(cache)
@@ -151,10 +145,7 @@ def test_first_branch_accepted_stays_in_place(simulated):
 
 def test_rollback_inside_the_refeed_drops_only_refeed_tokens(simulated):
     prompt = PROMPTS[2]
-    target = simulated.engine_target()
-    cache = target.new_cache()
-    target.forward(cache, prompt[:-1], last_only=True)
-    start = target.cache_length(cache)
+    target, cache, start = _prefilled(simulated, prompt)
     target.verify_forward(cache, prompt[-1], DraftTree((30, 31, 32, 33), (-1, -1, 1, 2)))  # 30 | 31 -> 32 -> 33
     target.keep_rows(cache, start, [0, 2, 3, 4])
     assert cache.refeed == [31, 32, 33]
@@ -162,6 +153,15 @@ def test_rollback_inside_the_refeed_drops_only_refeed_tokens(simulated):
     assert cache.refeed == [31] and target.cache_length(cache) == start + 2
     nxt = target.forward(cache, [50], last_only=True)[0]
     assert torch.equal(nxt, _last_logits(simulated, prompt + [31, 50]))
+
+
+def _prefilled(sim, prompt):
+    """(target, cache, start) with all of ``prompt`` but its last token cached, as the
+    speculative loop leaves it before its first verification."""
+    target = sim.engine_target()
+    cache = target.new_cache()
+    target.forward(cache, prompt[:-1], last_only=True)
+    return target, cache, target.cache_length(cache)
 
 
 def _last_logits(sim, tokens):
