@@ -58,3 +58,82 @@ def test_reset_forgets_observations():
 def test_oracle_speedup_on_cpu_like_curve():
     speedup, k = CPU_LIKE.oracle_speedup()
     assert k == 7 and speedup == pytest.approx(8 * 45 / 100)
+
+
+# --- per-node cut of scored drafts (calibrated node scores) ---
+
+def _scored(tokens, parents, scores):
+    return DraftTree(tuple(tokens), tuple(parents), node_scores=tuple(scores))
+
+
+def test_scored_draft_flat_cost_keeps_every_node_linear_cost_none():
+    tree = _scored([10, 11, 12], [-1, 0, -1], [0.9, 0.5, 0.1])
+    assert DraftBudget(FLAT, BudgetConfig(explore_every=0)).cut(tree).tokens == (10, 11, 12)
+    assert len(DraftBudget(LINEAR, BudgetConfig(explore_every=0)).cut(tree)) == 0
+
+
+def test_observe_step_counts_nodes_whose_parent_was_accepted():
+    budget = DraftBudget(CPU_LIKE, BudgetConfig(explore_every=0, score_bins=8, prior_weight=2.0))
+    # node 0: conditional 0.9 -> bin 7; node 1: 0.45 / 0.9 = 0.5 -> bin 4; node 2: 0.05 -> bin 0;
+    # node 3 (child of the rejected node 2) is not counted
+    tree = _scored([10, 11, 12, 13], [-1, 0, -1, 2], [0.9, 0.45, 0.05, 0.05])
+    budget.observe_step(tree, [0])
+    # (hits + prior * weight) / (trials + weight), prior = bin centre (b + 0.5) / 8
+    assert budget.bin_rate(7) == pytest.approx((1 + 0.9375 * 2) / 3)
+    assert budget.bin_rate(4) == pytest.approx((0 + 0.5625 * 2) / 3)
+    assert budget.bin_rate(0) == pytest.approx((0 + 0.0625 * 2) / 3)
+    assert budget.bin_rate(1) == pytest.approx(0.1875)  # untouched: its prior
+    # the depth rates are still learned
+    assert budget.rate(1) > BudgetConfig().prior
+
+
+def test_confident_steps_draft_deep_and_doubtful_steps_decode_plainly():
+    budget = DraftBudget(CPU_LIKE, BudgetConfig(explore_every=0, score_bins=4))
+    by_depth = DraftBudget(CPU_LIKE, BudgetConfig(explore_every=0, use_node_scores=False))
+    chain_hi = _scored([1, 2, 3, 4, 5, 6, 7], range(-1, 6), [0.95] * 7)
+    chain_lo = _scored([1, 2, 3, 4, 5, 6, 7], range(-1, 6), [0.3] * 7)  # bin 1 at the root, bin 3 below
+    for _ in range(40):
+        budget.observe_step(chain_hi, list(range(7)))  # bin 3 (conditional 1.0 / 0.95) always right
+        budget.observe_step(_scored([1], [-1], [0.3]), [])  # bin 1 always wrong
+        by_depth.observe_step(chain_hi, list(range(7)))
+        by_depth.observe_step(_scored([1], [-1], [0.3]), [])
+    assert budget.cut(chain_hi).tokens == (1, 2, 3, 4, 5, 6, 7)
+    assert len(budget.cut(chain_lo)) == 0
+    # by depth alone both steps look alike (q1 ~ 0.5, deeper ~ 1), so the doubtful one
+    # is verified in full too
+    assert len(by_depth.cut(chain_lo)) == len(by_depth.cut(chain_hi)) >= 4
+
+
+def test_node_cut_keeps_most_probable_nodes_closed_under_parents():
+    budget = DraftBudget(CPU_LIKE, BudgetConfig(explore_every=0, max_nodes=3, prior_weight=1e-3))
+    for _ in range(50):  # high bins right, low bins wrong
+        budget.observe_step(_scored([1, 2], [-1, -1], [0.99, 0.2]), [0])
+    tree = _scored([1, 2, 3, 4, 5], [-1, 0, 1, -1, 0], [0.99, 0.98, 0.97, 0.2, 0.1])
+    cut = budget.cut(tree)
+    # nodes 0-2 are a confident chain; node 3 (a low root child) and node 4 (a doubtful child) go
+    assert cut.tokens == (1, 2, 3) and cut.parents == (-1, 0, 1)
+    assert cut.node_scores == (0.99, 0.98, 0.97)
+
+
+def test_node_cut_explores_after_skips():
+    budget = DraftBudget(LINEAR, BudgetConfig(explore_every=2))
+    tree = _scored([10, 11], [-1, 0], [0.9, 0.8])
+    assert [len(budget.cut(tree)) for _ in range(4)] == [0, 1, 0, 1]
+
+
+def test_depth_cut_when_scores_off_or_absent():
+    flat = DraftBudget(FLAT, BudgetConfig(explore_every=0, max_nodes=2, use_node_scores=False))
+    tree = _scored([10, 11, 12], [-1, 0, -1], [0.9, 0.5, 0.1])
+    cut = flat.cut(tree)  # depth 1 only (depth 2 would need 3 nodes): the two root children
+    assert cut.tokens == (10, 12) and cut.node_scores == (0.9, 0.1)
+
+
+def test_draft_tree_node_score_validation_and_subset():
+    with pytest.raises(ValueError, match="node scores"):
+        DraftTree((1, 2), (-1, 0), node_scores=(0.5,))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        DraftTree((1,), (-1,), node_scores=(1.5,))
+    tree = _scored([1, 2, 3], [-1, 0, 1], [0.9, 0.8, 0.7])
+    with pytest.raises(ValueError, match="closed under parents"):
+        tree.subset([0, 2])
+    assert tree.subset([0, 1]).node_scores == (0.9, 0.8)

@@ -198,3 +198,20 @@ def test_llamacpp_backend_without_the_package_names_the_install_command(monkeypa
     monkeypatch.setattr(llamacpp, "_BACKEND_READY", False)
     with pytest.raises(ImportError, match="pip install llama-cpp-python"):
         llamacpp.LlamaCppModel(tmp_path / "model.gguf")
+
+
+def test_requantize_gguf_refuses_bad_input_before_loading_llama_cpp(monkeypatch, tmp_path):
+    import sys
+
+    from hasten.backends import llamacpp
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # checks come before the optional package
+    monkeypatch.setattr(llamacpp, "_BACKEND_READY", False)
+    with pytest.raises(ValueError, match="unknown GGUF type 'q3_x'"):
+        llamacpp.requantize_gguf(tmp_path / "in.gguf", tmp_path / "out.gguf", "q3_x")
+    with pytest.raises(FileNotFoundError, match="no GGUF file"):
+        llamacpp.requantize_gguf(tmp_path / "in.gguf", tmp_path / "out.gguf", "q4_0")
+    (tmp_path / "in.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ImportError, match="pip install llama-cpp-python"):
+        llamacpp.requantize_gguf(tmp_path / "in.gguf", tmp_path / "out.gguf", "q4_0")
+    assert not (tmp_path / "out.gguf").exists()

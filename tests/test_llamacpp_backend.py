@@ -225,3 +225,23 @@ def test_a_closed_model_and_a_full_cache_are_refused_cleanly():
         target.forward(cache, [1])
     with pytest.raises(RuntimeError, match="closed"):
         model.new_cache()
+
+
+def test_requantize_gguf_writes_a_model_that_decodes(tmp_path):
+    from typer.testing import CliRunner
+
+    from hasten.cli import app
+
+    out = tmp_path / "smollm2-q8_0.gguf"
+    result = CliRunner().invoke(app, ["requantize-gguf", str(out), "--type", "q8_0"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and not (tmp_path / "smollm2-q8_0.gguf.partial").exists()
+    import gguf
+
+    kinds = {t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors}
+    assert "Q8_0" in kinds and "Q4_1" not in kinds  # the weights really changed type
+    model, tokenizer = hasten.load_gguf(str(out), context_length=512)
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    plain = hasten.generate(model, ids, max_new_tokens=8, eos_token_id=[])
+    assert plain.stats.new_tokens == 8
+    model.close()

@@ -12,6 +12,21 @@ where n_D is the number of tree nodes at depth <= D. D = 0 is a plain decoding s
 with no good candidates the engine falls back to plain decoding; one step in
 ``explore_every`` still verifies depth 1 so the estimates can recover.
 
+When the drafter scores its nodes (``DraftTree.node_scores``, e.g. suffix or trie
+retrieval frequencies), the cut is per node instead of per depth: each node's
+conditional score (its path score over its parent's) falls in one of ``score_bins``
+bins, whose acceptance rate given the parent was accepted is learned the same way;
+a node's path probability P_i is the product of those rates along its path, and the
+engine verifies the n most probable nodes with
+
+    n = argmax_n (1 + sum_{i<n} P_i) / cost(n + 1)
+
+so a step with a long, unanimous match verifies a deep draft and a step with a weak
+one decodes plainly. Ranking nodes by a calibrated draft confidence is the dynamic
+draft tree of EAGLE-2 (Li et al., "EAGLE-2: Faster Inference of Language Models with
+Dynamic Draft Trees", arXiv 2406.16858); here the confidence comes from any scoring
+drafter and the tree size from the measured cost curve.
+
 This is the hardware-aware dynamic tree idea of Parallel Prompt Decoding (Chen et al.,
 "Hardware-Aware Parallel Prompt Decoding for Memory-Efficient Acceleration of LLM
 Inference", arXiv 2405.18628) applied to any drafter. It never changes output, only speed.
@@ -39,6 +54,10 @@ class BudgetConfig:
         explore_every: verify at least depth 1 once per this many steps whose optimum
             is a plain step (0 = never explore).
         max_nodes: hard cap on verified nodes regardless of cost (None = no cap).
+        use_node_scores: cut scored drafts per node from calibrated scores (see the
+            module docstring); False = always cut by depth.
+        score_bins: number of equal-width bins of the conditional node score (0-1).
+        score_decay: weight kept by older score observations per step (0-1).
 
     Raises:
         ValueError: a field outside its range.
@@ -49,9 +68,13 @@ class BudgetConfig:
     decay: float = 0.9
     explore_every: int = 8
     max_nodes: int | None = 64
+    use_node_scores: bool = True
+    score_bins: int = 8
+    score_decay: float = 0.97
 
     def __post_init__(self) -> None:
-        if not (0 < self.prior < 1 and self.prior_weight > 0 and 0 < self.decay <= 1 and self.explore_every >= 0):
+        if not (0 < self.prior < 1 and self.prior_weight > 0 and 0 < self.decay <= 1 and self.explore_every >= 0
+                and self.score_bins >= 1 and 0 < self.score_decay <= 1):
             raise ValueError(f"invalid BudgetConfig {self}")
 
 
@@ -65,6 +88,9 @@ class DraftBudget:
     def reset(self) -> None:
         self.trials: list[float] = []  # decayed count of steps whose draft reached depth d+1 with parent accepted
         self.hits: list[float] = []  # decayed count of those where the depth-(d+1) token was accepted
+        bins = self.config.score_bins
+        self.bin_trials = [0.0] * bins  # decayed count of scored nodes in bin b whose parent was accepted
+        self.bin_hits = [0.0] * bins  # decayed count of those that were accepted
         self.skipped = 0
 
     def rate(self, depth: int) -> float:
@@ -101,13 +127,68 @@ class DraftBudget:
                 return 1
         return best_depth
 
+    def _bin(self, draft: DraftTree, node: int) -> int:
+        scores = draft.node_scores
+        parent = draft.parents[node]
+        base = 1.0 if parent < 0 else scores[parent]
+        conditional = min(1.0, scores[node] / base) if base > 0 else 0.0
+        return min(int(conditional * self.config.score_bins), self.config.score_bins - 1)
+
+    def bin_rate(self, b: int) -> float:
+        """Estimated P(node accepted | parent accepted) for conditional-score bin ``b``;
+        the prior is the bin's centre score."""
+        c = self.config
+        prior = (b + 0.5) / c.score_bins
+        return (self.bin_hits[b] + prior * c.prior_weight) / (self.bin_trials[b] + c.prior_weight)
+
+    def choose_nodes(self, draft: DraftTree) -> list[int]:
+        """Indices (increasing, closed under parents) of the scored draft's nodes worth
+        verifying; empty = a plain step (see module docstring)."""
+        reach: list[float] = []
+        for node, parent in enumerate(draft.parents):
+            q = self.bin_rate(self._bin(draft, node))
+            reach.append(q * (1.0 if parent < 0 else reach[parent]))
+        order = sorted(range(len(reach)), key=lambda i: (-reach[i], i))  # a parent never ranks below its child
+        limit = len(order) if self.config.max_nodes is None else min(len(order), self.config.max_nodes)
+        best_n, best_rate, expected = 0, 1.0 / self.curve.cost(1), 1.0
+        for n in range(1, limit + 1):
+            expected += reach[order[n - 1]]
+            rate = expected / self.curve.cost(n + 1)
+            if rate > best_rate:
+                best_n, best_rate = n, rate
+        if best_n == 0 and self.config.explore_every:
+            self.skipped += 1
+            if self.skipped >= self.config.explore_every:
+                self.skipped = 0
+                best_n = 1
+        return sorted(order[:best_n])
+
     def cut(self, draft: DraftTree) -> DraftTree:
-        """The draft truncated at the chosen depth (possibly empty)."""
+        """The draft cut to the nodes that pay for themselves (possibly empty): per node
+        when it carries ``node_scores`` and ``use_node_scores``, else at one depth."""
+        if draft.node_scores is not None and self.config.use_node_scores:
+            return draft.subset(self.choose_nodes(draft))
         depths = tree_layout(draft.parents).depths[1:]
         depth = self.choose_depth(list(depths))
         if depth == 0:
             return DraftTree.chain([])
         return draft.truncated(depth, self.config.max_nodes)
+
+    def observe_step(self, draft: DraftTree, path: list[int]) -> None:
+        """Record a verified (non-empty) draft and the accepted node indices along its
+        path: the per-depth rates, and the score-bin rates when it is scored."""
+        self.observe(max(tree_layout(draft.parents).depths), len(path))
+        if draft.node_scores is None or not self.config.use_node_scores:
+            return
+        decay = self.config.score_decay
+        self.bin_trials = [t * decay for t in self.bin_trials]
+        self.bin_hits = [h * decay for h in self.bin_hits]
+        accepted = set(path)
+        for node, parent in enumerate(draft.parents):
+            if parent < 0 or parent in accepted:
+                b = self._bin(draft, node)
+                self.bin_trials[b] += 1.0
+                self.bin_hits[b] += 1.0 if node in accepted else 0.0
 
     def observe(self, verified_depth: int, accepted: int) -> None:
         """Record a step that verified a tree of depth ``verified_depth`` and accepted

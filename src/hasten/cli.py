@@ -184,6 +184,21 @@ def datastore_build(
     typer.echo(f"{out}: {store.meta['documents']} documents, {len(store)} tokens")
 
 
+@app.command("requantize-gguf")
+def requantize_gguf(
+    out: str = typer.Argument(..., help="GGUF file to write."),
+    model: str = typer.Option("smollm2-135m", help="Built-in name (its GGUF file) or a .gguf path."),
+    type_: str = typer.Option("q4_0", "--type", help="q4_0 (repacked fast kernels on x86), q4_1, q8_0, f16 or bf16."),
+) -> None:
+    """Copy a GGUF model with its weights in another llama.cpp type (needs llama-cpp-python);
+    run it with --backend llamacpp --model OUT or hasten bench --gguf OUT."""
+    from .backends.llamacpp import requantize_gguf as requantize
+    from .models import gguf_path
+
+    path = requantize(gguf_path(model), out, type_)
+    typer.echo(f"{path}: {type_}, {path.stat().st_size / 2**20:.1f} MiB")
+
+
 from .bench.cli import add_commands as _add_bench_commands  # noqa: E402  (hasten bench / hasten report)
 
 _add_bench_commands(app)

@@ -364,7 +364,7 @@ def _speculative_loop(target: _Target, cache, run: _Committer, drafter, params: 
         draft = draft if draft is not None and len(draft) else DraftTree.chain([])
         path, nxt, row_tokens, scores = _verify(target, cache, run, draft, params, generator)
         if budget is not None and len(draft):
-            budget.observe(max(tree_layout(draft.parents).depths), len(path))
+            budget.observe_step(draft, path)
         run.commit([draft.tokens[node] for node in path] + [nxt])
         stats.drafted.append(len(draft))
         stats.accepted.append(len(path))

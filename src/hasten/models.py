@@ -174,6 +174,22 @@ def load_model(name_or_path: str, dtype="float32", device: str | torch.device = 
     return model, tokenizer
 
 
+def gguf_path(name_or_path: str) -> Path:
+    """The GGUF file of a built-in model (inside its package), or ``name_or_path`` itself.
+
+    Raises:
+        ModelNotInstalledError: a built-in model whose package is missing.
+        FileNotFoundError: no such GGUF file.
+    """
+    if name_or_path in BUILTIN_MODELS:
+        spec = BUILTIN_MODELS[name_or_path]
+        return _package_dir(spec) / spec.gguf_file
+    gguf = Path(name_or_path)
+    if not gguf.is_file():
+        raise FileNotFoundError(f"no GGUF file at {gguf}")
+    return gguf
+
+
 def load_gguf(name_or_path: str, threads: int | None = None, **kwargs):
     """Load a GGUF model on llama.cpp kernels (:mod:`hasten.backends.llamacpp`) and its tokenizer.
 
@@ -195,13 +211,9 @@ def load_gguf(name_or_path: str, threads: int | None = None, **kwargs):
 
     from .backends.llamacpp import LlamaCppModel
 
+    gguf = gguf_path(name_or_path)
     if name_or_path in BUILTIN_MODELS:
-        spec = BUILTIN_MODELS[name_or_path]
-        gguf = _package_dir(spec) / spec.gguf_file
         tokenizer = AutoTokenizer.from_pretrained(_builtin_path(name_or_path))
     else:
-        gguf = Path(name_or_path)
-        if not gguf.is_file():
-            raise FileNotFoundError(f"no GGUF file at {gguf}")
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     return LlamaCppModel(gguf, threads=threads, **kwargs), tokenizer

@@ -34,15 +34,20 @@ class DraftTree:
             Siblings share that distribution and must be drawn from it without
             replacement, in node order. Enables speculative sampling (chains) and
             recursive rejection sampling (trees).
+        node_scores: optional (N,) the drafter's confidence (fraction 0-1) that the target
+            follows the whole path from the root to node i, e.g. a retrieval frequency.
+            Uncalibrated; :class:`hasten.budget.DraftBudget` calibrates it against the
+            acceptances it observes and verifies only the nodes that pay for themselves.
 
     Raises:
-        ValueError: lengths differ, a parent index is out of order, or probs have the
-            wrong number of rows.
+        ValueError: lengths differ, a parent index is out of order, probs have the
+            wrong number of rows, or a node score is outside [0, 1].
     """
 
     tokens: tuple[int, ...]
     parents: tuple[int, ...]
     draft_probs: torch.Tensor | None = field(default=None, compare=False)
+    node_scores: tuple[float, ...] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.parents):
@@ -53,6 +58,11 @@ class DraftTree:
         if self.draft_probs is not None:
             if self.draft_probs.shape[0] != len(self.tokens):
                 raise ValueError("draft_probs needs one row per drafted token")
+        if self.node_scores is not None:
+            if len(self.node_scores) != len(self.tokens):
+                raise ValueError(f"{len(self.node_scores)} node scores for {len(self.tokens)} nodes")
+            if not all(0.0 <= s <= 1.0 for s in self.node_scores):
+                raise ValueError(f"node scores must lie in [0, 1], got {self.node_scores}")
 
     @classmethod
     def chain(cls, tokens, draft_probs: torch.Tensor | None = None) -> "DraftTree":
@@ -74,12 +84,25 @@ class DraftTree:
         keep = [i for i in range(len(self.tokens)) if depths[i + 1] <= max_depth]
         if max_nodes is not None:
             keep = keep[:max_nodes]
+        return self.subset(keep)
+
+    def subset(self, keep: list[int]) -> "DraftTree":
+        """The tree of the nodes ``keep`` (increasing indices, closed under parents),
+        renumbered in the same order; probs and scores follow their nodes.
+
+        Raises:
+            ValueError: a kept node whose parent is not kept.
+        """
         if len(keep) == len(self.tokens):
             return self
         remap = {old: new for new, old in enumerate(keep)}
-        parents = tuple(-1 if self.parents[i] == -1 else remap[self.parents[i]] for i in keep)
+        try:
+            parents = tuple(-1 if self.parents[i] == -1 else remap[self.parents[i]] for i in keep)
+        except KeyError:
+            raise ValueError(f"nodes {keep} are not closed under parents {self.parents}") from None
         probs = None if self.draft_probs is None else self.draft_probs[keep]
-        return DraftTree(tuple(self.tokens[i] for i in keep), parents, probs)
+        scores = None if self.node_scores is None else tuple(self.node_scores[i] for i in keep)
+        return DraftTree(tuple(self.tokens[i] for i in keep), parents, probs, scores)
 
 
 @dataclass(frozen=True)

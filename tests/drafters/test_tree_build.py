@@ -7,6 +7,7 @@ def test_scores_best_first_with_parents_before_children():
     tree = tree_from_scores({(5,): 0.9, (5, 6): 0.6, (7,): 0.3, (5, 8): 0.2}, max_nodes=3)
     assert tree.tokens == (5, 6, 7)
     assert tree.parents == (-1, 0, -1)
+    assert tree.node_scores == (0.9, 0.6, 0.3)
 
 
 def test_scores_child_capped_by_parent_and_orphans_dropped():
@@ -15,6 +16,7 @@ def test_scores_child_capped_by_parent_and_orphans_dropped():
     tree = tree_from_scores({(3,): 0.2, (3, 4): 0.9, (9,): 0.5, (8, 1): 0.95}, max_nodes=10)
     assert tree.tokens == (9, 3, 4)
     assert tree.parents == (-1, -1, 1)
+    assert tree.node_scores == (0.5, 0.2, 0.2)
 
 
 def test_scores_min_score_and_empty():

@@ -44,7 +44,8 @@ def tree_from_scores(scores: dict[tuple[int, ...], float], max_nodes: int,
         min_score: paths scoring below this are left out.
 
     Returns:
-        The tree, or None when no path qualifies.
+        The tree, or None when no path qualifies; its ``node_scores`` are the capped
+        path scores (clipped to [0, 1]), for the draft budget to calibrate.
 
     Example: {(5,): 0.9, (5, 6): 0.6, (7,): 0.3, (5, 8): 0.2}, max_nodes 3 ->
     tokens (5, 6, 7), parents (-1, 0, -1).
@@ -59,6 +60,7 @@ def tree_from_scores(scores: dict[tuple[int, ...], float], max_nodes: int,
     index: dict[tuple[int, ...], int] = {}
     tokens: list[int] = []
     parents: list[int] = []
+    node_scores: list[float] = []
     for path in ranked:
         if len(tokens) >= max_nodes:
             break
@@ -68,7 +70,8 @@ def tree_from_scores(scores: dict[tuple[int, ...], float], max_nodes: int,
         index[path] = len(tokens)
         tokens.append(path[-1])
         parents.append(index[parent] if parent else -1)
-    return DraftTree(tuple(tokens), tuple(parents)) if tokens else None
+        node_scores.append(min(1.0, max(0.0, capped[path])))
+    return DraftTree(tuple(tokens), tuple(parents), node_scores=tuple(node_scores)) if tokens else None
 
 
 def tree_from_sequences(sequences: Iterable[Iterable[int]]) -> DraftTree | None:
