@@ -120,12 +120,17 @@ class DraftBudget:
             rate = expected / self.curve.cost(nodes + 1)
             if rate > best_rate:
                 best_depth, best_rate = depth, rate
-        if best_depth == 0 and self.config.explore_every:
+        return self._explore(best_depth)
+
+    def _explore(self, best: int) -> int:
+        """``best`` (a depth or node count), or 1 when it is 0 for the ``explore_every``-th
+        time in a row, so the acceptance estimates can recover."""
+        if best == 0 and self.config.explore_every:
             self.skipped += 1
             if self.skipped >= self.config.explore_every:
                 self.skipped = 0
                 return 1
-        return best_depth
+        return best
 
     def _bin(self, draft: DraftTree, node: int) -> int:
         scores = draft.node_scores
@@ -156,12 +161,7 @@ class DraftBudget:
             rate = expected / self.curve.cost(n + 1)
             if rate > best_rate:
                 best_n, best_rate = n, rate
-        if best_n == 0 and self.config.explore_every:
-            self.skipped += 1
-            if self.skipped >= self.config.explore_every:
-                self.skipped = 0
-                best_n = 1
-        return sorted(order[:best_n])
+        return sorted(order[:self._explore(best_n)])
 
     def cut(self, draft: DraftTree) -> DraftTree:
         """The draft cut to the nodes that pay for themselves (possibly empty): per node
