@@ -217,7 +217,7 @@ def main() -> None:
         code = app(standalone_mode=False)  # typer returns (not raises) Exit codes here, e.g. 130 on Ctrl-C
         if isinstance(code, int) and code:
             raise SystemExit(code)
-    except (UnknownMethodError, ModelNotInstalledError, ValueError, TypeError, OSError) as err:
+    except (UnknownMethodError, ModelNotInstalledError, ValueError, TypeError, OSError, ImportError) as err:
         sys.stderr.write(f"hasten: error: {err}\n")
         raise SystemExit(2) from None
     except click.exceptions.ClickException as err:

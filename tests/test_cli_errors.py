@@ -1,0 +1,37 @@
+"""`hasten` (the console entry point) turns bad input into one error line and exit status 2."""
+
+import sys
+
+import pytest
+
+from hasten import cli
+from hasten.backends import llamacpp
+
+
+def _run(monkeypatch, capsys, *argv):
+    monkeypatch.setattr(sys, "argv", ["hasten", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_requantize_gguf_errors_are_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as on a machine without the optional package
+    monkeypatch.setattr(llamacpp, "_BACKEND_READY", False)
+    src = tmp_path / "model.gguf"
+    src.write_bytes(b"GGUF")
+    code, err = _run(monkeypatch, capsys, "requantize-gguf", str(tmp_path / "out.gguf"), "--model", str(src))
+    assert code == 2 and err.startswith("hasten: error: llama-cpp-python is not installed")
+    assert "Traceback" not in err
+    code, err = _run(monkeypatch, capsys, "requantize-gguf", str(tmp_path / "out.gguf"), "--model", str(src),
+                     "--type", "q2_z")
+    assert code == 2 and "unknown GGUF type 'q2_z'" in err
+    code, err = _run(monkeypatch, capsys, "requantize-gguf", str(tmp_path / "out.gguf"), "--model",
+                     str(tmp_path / "missing.gguf"))
+    assert code == 2 and "no GGUF file" in err
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_unknown_method_fails_before_loading_a_model(monkeypatch, capsys):
+    code, err = _run(monkeypatch, capsys, "generate", "hi", "--method", "no_such_method")
+    assert code == 2 and "unknown method 'no_such_method'" in err
