@@ -21,6 +21,16 @@ def _one_thread_for_tiny_models():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True)
+def _private_skip_cache(tmp_path, monkeypatch):
+    """``skip_cache="auto"`` (the layer_skip / early_exit default) writes to a per-test
+    file, never to the user's cache: a test's search must not depend on earlier runs."""
+    from hasten.drafters import _skip_search
+
+    path = tmp_path / "user-cache" / "skip_sets.json"
+    monkeypatch.setattr(_skip_search, "default_skip_cache_path", lambda: path)
+
+
 def _tiny(kind: str, seed: int = 0, layers: int = 2, vocab: int = VOCAB, init: float = 0.3):
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,

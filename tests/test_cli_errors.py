@@ -35,3 +35,13 @@ def test_requantize_gguf_errors_are_one_line(monkeypatch, capsys, tmp_path):
 def test_unknown_method_fails_before_loading_a_model(monkeypatch, capsys):
     code, err = _run(monkeypatch, capsys, "generate", "hi", "--method", "no_such_method")
     assert code == 2 and "unknown method 'no_such_method'" in err
+
+
+def test_set_values_are_typed_and_none_clears_a_field():
+    assert cli.parse_options("layer_skip", ["max_draft=3", "confidence_threshold=0.25", "skip_cache=none"]) == {
+        "max_draft": 3, "confidence_threshold": 0.25, "skip_cache": None}
+    assert cli.parse_options("early_exit", ["skip_cache=/tmp/sets.json"]) == {"skip_cache": "/tmp/sets.json"}
+    with pytest.raises(ValueError, match="max_draft: 'x' is not a valid int"):
+        cli.parse_options("layer_skip", ["max_draft=x"])
+    with pytest.raises(ValueError, match="expected FIELD=VALUE"):
+        cli.parse_options("layer_skip", ["nonsense=1"])

@@ -20,6 +20,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def parse_options(method: str, pairs: list[str]) -> dict[str, Any]:
     """``["max_ngram=4", "adaptive=false"]`` -> typed config fields of ``method``.
 
+    Bool, int and float fields are converted; any other field takes the text, or None
+    for ``none`` (e.g. ``skip_cache=none``: keep no skip-set cache).
+
     Raises:
         ValueError: malformed pair, unknown field, or a value of the wrong type.
     """
@@ -42,7 +45,7 @@ def parse_options(method: str, pairs: list[str]) -> dict[str, Any]:
             elif isinstance(default, float):
                 out[key] = float(raw)
             else:
-                out[key] = raw
+                out[key] = None if raw.lower() == "none" else raw
         except ValueError:
             raise ValueError(f"{key}: {raw!r} is not a valid {type(default).__name__}") from None
     return out

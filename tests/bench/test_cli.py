@@ -123,3 +123,15 @@ def test_llamacpp_variants_get_their_own_baseline_and_refuse_torch_only_methods(
     names, notes = check_methods(["suffix@llamacpp", "trie"], has_draft=False)
     assert names == ["ar", "trie"]
     assert sum("llama-cpp-python" in n for n in notes) == 2
+
+
+def test_self_speculative_methods_keep_their_skip_sets_in_the_run_folder(tmp_path):
+    """layer_skip / early_exit (any dtype variant) learn from the run's own requests:
+    skip_cache defaults to OUT/skip_sets.json; a user's value wins; other methods and
+    peers get nothing; the caller's dict is not modified."""
+    user = {"early_exit": {"skip_cache": "mine.json"}, "prompt_lookup": {"max_ngram": 3}}
+    merged = bench_cli.run_method_options(
+        ["ar", "layer_skip@bfloat16", "early_exit", "prompt_lookup", "hf_greedy", "suffix@llamacpp"], user, tmp_path)
+    assert merged == {"layer_skip": {"skip_cache": str(tmp_path / "skip_sets.json")},
+                      "early_exit": {"skip_cache": "mine.json"}, "prompt_lookup": {"max_ngram": 3}}
+    assert user == {"early_exit": {"skip_cache": "mine.json"}, "prompt_lookup": {"max_ngram": 3}}

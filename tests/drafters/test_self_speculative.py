@@ -18,6 +18,7 @@ from hasten import kv
 from hasten.drafters._layers import (additive_mask, describe_skip, expected_speedup, first_draft_mask,
                                      forward_skipping, layer_stack, layer_units, relative_draft_cost,
                                      score_first_drafts)
+from hasten.drafters import _skip_search
 from hasten.drafters._skip_search import SkipSetCache, SkipSetSearch, gp_posterior, hamming_kernel
 from hasten.drafters.early_exit import exit_candidates
 from hasten.drafters.hierarchical import NgramIndex, chunk_relevance, select_positions
@@ -59,11 +60,13 @@ def test_six_layer_models_are_token_identical(deep_model, method):
 @pytest.mark.parametrize("method", list(CASES))
 def test_sampling_drafts_and_runs(tiny_factory, method):
     """Sampled runs draft (so the distribution test exercises the draft path) and the seed
-    reproduces them."""
+    reproduces them when the drafts are the same: no skip-set cache carried over (a
+    cache learning between the runs may change the drafts, hence which draws are made)."""
     model = tiny_factory("llama", seed=5, layers=6)
     prompt = [7, 19, 23, 29, 11, 7, 19, 23, 29, 12, 7, 19, 23, 29, 13, 7, 19]
+    options = dict(CASES[method], **({"skip_cache": None} if method != "hierarchical" else {}))
     runs = [hasten.generate(model, prompt, method=method, max_new_tokens=16, do_sample=True, temperature=0.7,
-                            top_p=0.9, repetition_penalty=1.2, seed=3, method_options=CASES[method])
+                            top_p=0.9, repetition_penalty=1.2, seed=3, method_options=options)
             for _ in range(2)]
     assert runs[0].sequences.tolist() == runs[1].sequences.tolist()
     assert sum(runs[0].stats.drafted) > 0
@@ -136,6 +139,69 @@ def test_skip_set_cache_never_changes_outputs(tiny_factory, tmp_path):
     again = hasten.generate(model, a, method="layer_skip", max_new_tokens=MAX_NEW, method_options=spent)
     assert again.sequences.tolist() == refs[tuple(a)]
     assert again.stats.drafter["evaluations"] == 0 and again.stats.drafter["drafting_steps"] > 0
+
+
+def _measurements(path) -> int:
+    return sum(SkipSetCache(path).measurements(key) for key in SkipSetCache(path).table)
+
+
+def test_default_skip_cache_makes_later_requests_skip_the_search(tiny_factory):
+    """With no skip_cache given, layer_skip keeps its measurements in the per-user file:
+    a second request starts from them, and once the search budget is spent a request
+    scores no skip set at all (the search cost is paid once per model). Outputs equal
+    plain decoding's throughout."""
+    model = tiny_factory("llama", seed=5, layers=6)
+    a, b = [11, 7, 19, 23, 29, 12, 13, 7, 19, 23, 29, 14], list(range(10, 30))
+    refs = {tuple(p): hasten.generate(model, p, max_new_tokens=MAX_NEW).sequences.tolist() for p in (a, b)}
+    path = _skip_search.default_skip_cache_path()
+    assert not path.exists()
+    first, second = (hasten.generate(model, p, method="layer_skip", max_new_tokens=MAX_NEW,
+                                     method_options=dict(CASES["layer_skip"], search_budget=100)) for p in (a, b))
+    assert [first.sequences.tolist(), second.sequences.tolist()] == [refs[tuple(a)], refs[tuple(b)]]
+    assert not first.stats.drafter["started_from_cache"] and second.stats.drafter["started_from_cache"]
+    evaluations = first.stats.drafter["evaluations"] + second.stats.drafter["evaluations"]
+    assert evaluations > 0 and _measurements(path) == evaluations
+    spent = hasten.generate(model, a, method="layer_skip", max_new_tokens=MAX_NEW,
+                            method_options=dict(CASES["layer_skip"], search_budget=evaluations))
+    assert spent.sequences.tolist() == refs[tuple(a)]
+    assert spent.stats.drafter["evaluations"] == 0 and spent.stats.drafter["started_from_cache"]
+    assert _measurements(path) == evaluations
+
+
+def test_default_skip_cache_lets_early_exit_measure_once(tiny_factory):
+    model = tiny_factory("qwen2", seed=5, layers=6)
+    prompt = list(range(10, 40))
+    ref = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences
+    runs = [hasten.generate(model, prompt, method="early_exit", max_new_tokens=MAX_NEW,
+                            method_options=CASES["early_exit"]) for _ in range(2)]
+    assert all(torch.equal(run.sequences, ref) for run in runs)
+    assert runs[0].stats.drafter["measurements"] > 0 and not runs[0].stats.drafter["started_from_cache"]
+    assert runs[1].stats.drafter["measurements"] == 0 and runs[1].stats.drafter["started_from_cache"]
+    assert runs[1].stats.drafter["exit_layer"] == runs[0].stats.drafter["exit_layer"]
+
+
+def test_unreadable_skip_cache_files(tiny_factory, tmp_path):
+    """The default file is only a cache: garbage there is replaced, with a warning, and
+    the request goes on. A file the user named is never overwritten: clear error."""
+    model = tiny_factory("llama", seed=5, layers=6)
+    prompt = list(range(10, 30))
+    ref = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences
+    default = _skip_search.default_skip_cache_path()
+    default.parent.mkdir(parents=True)
+    default.write_text("{not json")
+    with pytest.warns(UserWarning, match="not a skip-set cache"):
+        result = hasten.generate(model, prompt, method="layer_skip", max_new_tokens=MAX_NEW,
+                                 method_options=CASES["layer_skip"])
+    assert torch.equal(result.sequences, ref)
+    assert _measurements(default) == result.stats.drafter["evaluations"] > 0
+    named = tmp_path / "mine.json"
+    named.write_text('{"format": 2}')
+    for method in ("layer_skip", "early_exit"):
+        with pytest.raises(ValueError, match="not a skip-set cache written by hasten"):
+            hasten.generate(model, prompt, method=method, max_new_tokens=4, method_options={"skip_cache": named})
+    assert named.read_text() == '{"format": 2}'
+    with pytest.raises(ValueError, match="skip_cache must be"):
+        LayerSkipConfig(skip_cache=3)
 
 
 def test_long_prompt_through_hierarchical(tiny_factory):

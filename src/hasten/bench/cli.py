@@ -27,7 +27,7 @@ from .report import render_report, text_table
 from .runner import BenchRunner, BenchSettings
 from .tiny import TINY_RANDOM, tiny_random
 
-__all__ = ["BenchPlan", "execute", "add_commands", "QUICK_METHODS", "DEFAULT_METHODS"]
+__all__ = ["BenchPlan", "execute", "run_method_options", "add_commands", "QUICK_METHODS", "DEFAULT_METHODS"]
 
 DEFAULT_METHODS = "ar,prompt_lookup,hf_greedy,hf_prompt_lookup"
 QUICK_METHODS = "ar,prompt_lookup,hf_greedy"
@@ -42,7 +42,10 @@ class BenchPlan:
         methods: names as in ``--methods``. datasets: ``--dataset`` specs.
         subtasks: keep only these (None = all). per_subtask: first N questions of each
             Spec-Bench subtask (HumanEval's count comes from ``humaneval:N``).
-        method_options: ``{"prompt_lookup": {"max_ngram": 4}}``.
+        method_options: ``{"prompt_lookup": {"max_ngram": 4}}``. Methods with a
+            ``skip_cache`` (layer_skip, early_exit) that are not given one keep it in
+            ``out/skip_sets.json``: the run learns from its own first requests (and
+            ``--resume`` continues from there), independent of the user's cache.
         draft_model: ``self:K`` or a model name/path for draft-model methods and hf_assisted.
         prompt_lookup_tokens: hf_prompt_lookup / llamacpp_prompt_lookup draft length.
         gguf: GGUF file for llama.cpp peers (None = the built-in model's).
@@ -156,6 +159,22 @@ def _oracle(model, cost_cache: Path | None, fresh: bool) -> dict[str, Any]:
     return {"speedup": speedup, "k": k, "curve": curve.to_json(), "source": "measured in this run" if fresh else "cache"}
 
 
+def run_method_options(names: list[str], options: dict[str, dict[str, Any]], out: Path) -> dict[str, dict[str, Any]]:
+    """``options`` plus ``skip_cache=out/skip_sets.json`` for every hasten method in
+    ``names`` whose config has a ``skip_cache`` field the user left unset."""
+    import dataclasses
+
+    from ..drafters.base import get_method, list_methods
+
+    merged = {method: dict(fields) for method, fields in options.items()}
+    for base in dict.fromkeys(split_variant(n)[0] for n in names):
+        if base not in list_methods():
+            continue  # plain decoding or a peer
+        if "skip_cache" in {f.name for f in dataclasses.fields(get_method(base).config_cls)}:
+            merged.setdefault(base, {}).setdefault("skip_cache", str(out / "skip_sets.json"))
+    return merged
+
+
 def execute(plan: BenchPlan) -> Path:
     """Run the benchmark described by ``plan`` and render its report.
 
@@ -194,7 +213,7 @@ def execute(plan: BenchPlan) -> Path:
         compiled = _compile(variant, compile_info, dtype or plan.dtype) if plan.compile and not backend else None
         contexts[dtype] = PeerContext(variant, plan.model, time.perf_counter, draft, plan.prompt_lookup_tokens,
                                       plan.gguf, torch.get_num_threads(), plan.settings.request.seed, compiled)
-    contenders = build_contenders(names, contexts, plan.method_options)
+    contenders = build_contenders(names, contexts, run_method_options(names, plan.method_options, plan.out))
     runner = BenchRunner(model, tokenizer, contenders, plan.settings, plan.out, progress=plan.progress,
                          variant_models=variants)
     runner.prepare(_meta(plan, names, notes, contenders, questions, oracle) | {"compile": compile_info or None},

@@ -21,12 +21,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-__all__ = ["hamming_kernel", "gp_posterior", "SkipSetSearch", "SkipSetCache"]
+__all__ = ["hamming_kernel", "gp_posterior", "SkipSetSearch", "SkipSetCache", "default_skip_cache_path",
+           "resolve_skip_cache", "check_skip_cache"]
 
 
 def hamming_kernel(a: np.ndarray, b: np.ndarray, lengthscale: float, variance: float) -> np.ndarray:
@@ -101,6 +103,7 @@ class SkipSetSearch:
         self.rng = np.random.default_rng(self.seed)
         self.totals: dict[tuple[int, ...], list[float]] = {}  # group bits -> [sum of acceptance, count]
         self.proposals = 0
+        self._best: tuple[frozenset[int], float, float] | None = None  # best() until the next observe()
 
     def _skip_set(self, bits: tuple[int, ...]) -> frozenset[int]:
         return frozenset(u for bit, group in zip(bits, self.groups) if bit for u in group)
@@ -118,18 +121,21 @@ class SkipSetSearch:
         entry = self.totals.setdefault(self._bits(skip), [0.0, 0.0])
         entry[0] += acceptance * weight
         entry[1] += weight
+        self._best = None
 
     def observed(self) -> list[tuple[frozenset[int], float, float]]:
         """(skip set, mean acceptance, weight) of every observed set."""
         return [(self._skip_set(b), s / n, n) for b, (s, n) in self.totals.items()]
 
     def best(self) -> tuple[frozenset[int], float, float] | None:
-        """(skip set, mean acceptance, expected speedup) of the best observed set, or None."""
-        scored = [(self.objective(skip, acc), acc, sorted(skip)) for skip, acc, _ in self.observed()]
-        if not scored:
-            return None
-        speedup, acc, skip = max(scored)
-        return frozenset(skip), acc, speedup
+        """(skip set, mean acceptance, expected speedup) of the best observed set, or None.
+        Kept until the next :meth:`observe` (the drafter asks every step)."""
+        if self._best is None:
+            scored = [(self.objective(skip, acc), acc, sorted(skip)) for skip, acc, _ in self.observed()]
+            if scored:
+                speedup, acc, skip = max(scored)
+                self._best = frozenset(skip), acc, speedup
+        return self._best
 
     def _random_bits(self) -> tuple[int, ...]:
         count = int(self.rng.integers(1, self.max_skip + 1))
@@ -203,22 +209,35 @@ class SkipSetCache:
             (atomically); None keeps entries in memory only.
         max_entries: sets kept per key (the lowest-acceptance ones are dropped first).
 
+        discard_invalid: when ``path`` holds something that is not such a cache, warn and
+            start empty (the file is replaced at the next update) instead of raising.
+
     Raises:
-        ValueError: ``path`` exists but is not a cache file written by this class.
+        ValueError: ``path`` exists but is not a cache file written by this class (and
+            not ``discard_invalid``).
     """
 
-    def __init__(self, path: str | Path | None = None, max_entries: int = 64):
+    def __init__(self, path: str | Path | None = None, max_entries: int = 64, discard_invalid: bool = False):
         self.path = None if path is None else Path(path)
         self.max_entries = max_entries
         self.table: dict[str, dict[str, list[float]]] = {}
         if self.path is not None and self.path.is_file():
             try:
-                data = json.loads(self.path.read_text())
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{self.path}: not a skip-set cache ({err.msg})") from None
-            if not isinstance(data, dict) or data.get("format") != 1:
-                raise ValueError(f"{self.path}: not a skip-set cache written by hasten")
-            self.table = data["entries"]
+                self.table = self._read(self.path)
+            except ValueError as err:
+                if not discard_invalid:
+                    raise
+                warnings.warn(f"{err}; starting an empty skip-set cache there", stacklevel=2)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, dict[str, list[float]]]:
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not a skip-set cache ({err})") from None
+        if not isinstance(data, dict) or data.get("format") != 1 or not isinstance(data.get("entries"), dict):
+            raise ValueError(f"{path}: not a skip-set cache written by hasten")
+        return data["entries"]
 
     @staticmethod
     def _name(skip: Iterable[int]) -> str:
@@ -263,3 +282,38 @@ class SkipSetCache:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.table.values())
+
+
+def default_skip_cache_path() -> Path:
+    """``<user cache>/hasten/skip_sets.json``: the file ``skip_cache="auto"`` uses."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("hasten")) / "skip_sets.json"
+
+
+def check_skip_cache(spec: Any) -> None:
+    """Validate a config's ``skip_cache`` without reading any file.
+
+    Raises:
+        ValueError: ``spec`` is not ``"auto"``, a :class:`SkipSetCache`, a path or None.
+    """
+    if not (spec is None or isinstance(spec, (SkipSetCache, str, Path))):
+        raise ValueError(f"skip_cache must be 'auto', a SkipSetCache, a path or None, got {type(spec).__name__}")
+
+
+def resolve_skip_cache(spec: Any) -> SkipSetCache | None:
+    """The :class:`SkipSetCache` a config's ``skip_cache`` names.
+
+    ``"auto"``: the per-user file :func:`default_skip_cache_path` (an unreadable one is
+    replaced, with a warning); a str or Path: that JSON file (created on the first
+    update); a :class:`SkipSetCache`: itself; None: no cache (each request searches).
+
+    Raises:
+        ValueError: an invalid ``spec``, or a named file that is not a skip-set cache.
+    """
+    check_skip_cache(spec)
+    if spec is None or isinstance(spec, SkipSetCache):
+        return spec
+    if isinstance(spec, str) and spec == "auto":
+        return SkipSetCache(default_skip_cache_path(), discard_invalid=True)
+    return SkipSetCache(spec)

@@ -14,8 +14,9 @@ head applied after each), giving each exit's first-draft agreement with the comm
 tokens. The exit with the highest expected speedup (agreement against the cost of the
 layers it runs, :func:`~hasten.drafters._layers.best_depth`) drafts. Exits are measured at
 the first step (on the prompt's tail) and once more when ``window`` tokens have been
-generated; the measurements go to the optional :class:`SkipSetCache`, so a later request
-on the same model picks its exit without measuring. Drafts stop early after a token whose
+generated; the measurements go to a :class:`SkipSetCache` (by default a per-user file), so
+a later request on the same model picks its exit without measuring (and pays nothing for
+it). Drafts stop early after a token whose
 draft probability is below ``confidence_threshold``; when no exit is expected to pay
 (``min_expected_speedup``) the drafter proposes nothing (plain decoding steps).
 
@@ -31,7 +32,6 @@ Dims: L decoder layers, V vocabulary, K drafted tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,9 +39,8 @@ import torch
 from ..tree import DraftTree
 from ._layers import (best_depth, draft_chain, forward_skipping, layer_stack, layer_units, linear_verify_cost,
                       model_fingerprint, relative_draft_cost, score_first_drafts)
-from ._skip_search import SkipSetCache
+from ._skip_search import check_skip_cache, resolve_skip_cache
 from .base import Drafter, MethodSpec, register
-from .layer_skip import resolve_skip_cache
 
 __all__ = ["EarlyExitConfig", "EarlyExitDrafter", "exit_candidates"]
 
@@ -63,7 +62,8 @@ class EarlyExitConfig:
             least this (0 = always draft).
         verify_cost_per_token: extra cost of each verified token, in 1-token forwards;
             only steers the choice of exit and depth.
-        skip_cache: a :class:`SkipSetCache`, a JSON path for one, or None.
+        skip_cache: ``"auto"`` (the per-user file ``<user cache>/hasten/skip_sets.json``),
+            a :class:`SkipSetCache`, a JSON path for one, or None (each request measures).
 
     Raises:
         ValueError: a field outside its range.
@@ -76,7 +76,7 @@ class EarlyExitConfig:
     confidence_threshold: float = 0.5
     min_expected_speedup: float = 1.0
     verify_cost_per_token: float = 0.15
-    skip_cache: Any = None
+    skip_cache: Any = "auto"
 
     def __post_init__(self) -> None:
         if self.exit_layer is not None and self.exit_layer < 1:
@@ -87,8 +87,7 @@ class EarlyExitConfig:
             raise ValueError(f"confidence_threshold must be in [0, 1], got {self.confidence_threshold}")
         if self.min_expected_speedup < 0 or self.verify_cost_per_token < 0:
             raise ValueError("min_expected_speedup and verify_cost_per_token must be >= 0")
-        if not (self.skip_cache is None or isinstance(self.skip_cache, (SkipSetCache, str, Path))):
-            raise ValueError("skip_cache must be a SkipSetCache, a path or None")
+        check_skip_cache(self.skip_cache)
 
 
 def exit_candidates(num_layers: int, count: int) -> list[int]:
@@ -135,6 +134,7 @@ class EarlyExitDrafter(Drafter):
                 entry[1] += weight
         self.started_from_cache = bool(self.agreement)
         self.measurements = 0
+        self._choice: tuple[int, tuple[int, float, float] | None] | None = None  # (measurements, choice)
         self.measured_generated = False
         self.prompt_len = len(request.prompt_ids)
         self.draft_tokens_run = self.scoring_cost = 0.0
@@ -160,9 +160,15 @@ class EarlyExitDrafter(Drafter):
         return not self.measured_generated and len(tokens) - self.prompt_len >= self.config.window
 
     def choice(self) -> tuple[int, float | None, float | None] | None:
-        """(exit layer, measured agreement, expected speedup) drafting now, or None."""
+        """(exit layer, measured agreement, expected speedup) drafting now, or None (kept
+        until the next measurement: the drafter asks every step)."""
         if self.config.exit_layer is not None:
             return self.config.exit_layer, None, None
+        if self._choice is None or self._choice[0] != self.measurements:
+            self._choice = self.measurements, self._best_exit()
+        return self._choice[1]
+
+    def _best_exit(self) -> tuple[int, float, float] | None:
         scored = []
         for exit_layer, (total, count) in self.agreement.items():
             acceptance = total / count

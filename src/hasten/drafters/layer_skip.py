@@ -26,10 +26,12 @@ weights, no training, no second model.
   whose draft probability is below ``confidence_threshold`` (confidence-aware drafting).
   When even the best set's expected speedup is below ``min_expected_speedup`` the drafter
   proposes nothing (plain decoding steps): skipping cannot pay on that model.
-- *Skip-set cache.* Every measurement is also recorded in a :class:`SkipSetCache` the
-  caller passes (``skip_cache``), keyed by the model's architecture and weights; a later
-  request on the same model seeds its search with them and drafts with the best set from
-  its first step, while the search goes on until the model's ``search_budget`` is spent.
+- *Skip-set cache.* Every measurement is also recorded in a :class:`SkipSetCache`
+  (``skip_cache``; by default a per-user file, so the search runs over a model's first
+  requests only), keyed by the model's architecture and weights; a later request on the
+  same model seeds its search with them and drafts with the best set from its first step,
+  while the search goes on until the model's ``search_budget`` is spent. After that a
+  request pays nothing for the search.
 
 Lossless: greedy output is token-identical to plain decoding, sampled output has its
 distribution (sampled drafts carry their draft probabilities; the engine applies the
@@ -43,7 +45,6 @@ Dims: V vocabulary, K drafted tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,7 +52,7 @@ import torch
 from ..tree import DraftTree
 from ._layers import (best_depth, describe_skip, draft_chain, forward_skipping, layer_stack, linear_verify_cost,
                       model_fingerprint, relative_draft_cost, score_first_drafts)
-from ._skip_search import SkipSetCache, SkipSetSearch
+from ._skip_search import SkipSetCache, SkipSetSearch, check_skip_cache, resolve_skip_cache
 from .base import Drafter, MethodSpec, register
 
 __all__ = ["LayerSkipConfig", "LayerSkipDrafter", "SkipSetCache", "skip_groups", "resolve_skip_cache"]
@@ -82,7 +83,8 @@ class LayerSkipConfig:
             this (0 = always draft with the best set found).
         verify_cost_per_token: extra cost of each verified token, in 1-token forwards
             (about 0.15 on a CPU, near 0 on a GPU); only steers the search.
-        skip_cache: a :class:`SkipSetCache`, a JSON path for one, or None (nothing kept
+        skip_cache: ``"auto"`` (the per-user file ``<user cache>/hasten/skip_sets.json``),
+            a :class:`SkipSetCache`, a JSON path for one, or None (nothing kept
             across requests). Never changes output.
         skip_set: a fixed skip set (units: ``2*i`` attention, ``2*i+1`` MLP of layer i)
             instead of the search; None = search.
@@ -103,7 +105,7 @@ class LayerSkipConfig:
     granularity: str = "sublayer"
     min_expected_speedup: float = 1.0
     verify_cost_per_token: float = 0.15
-    skip_cache: Any = None
+    skip_cache: Any = "auto"
     skip_set: tuple[int, ...] | None = None
     seed: int = 0
 
@@ -118,13 +120,7 @@ class LayerSkipConfig:
             raise ValueError(f"granularity must be 'sublayer' or 'layer', got {self.granularity!r}")
         if self.min_expected_speedup < 0 or self.verify_cost_per_token < 0:
             raise ValueError("min_expected_speedup and verify_cost_per_token must be >= 0")
-        if not (self.skip_cache is None or isinstance(self.skip_cache, (SkipSetCache, str, Path))):
-            raise ValueError("skip_cache must be a SkipSetCache, a path or None")
-
-
-def resolve_skip_cache(spec: Any) -> SkipSetCache | None:
-    """A :class:`SkipSetCache` from a config's ``skip_cache`` (instance, path or None)."""
-    return spec if spec is None or isinstance(spec, SkipSetCache) else SkipSetCache(spec)
+        check_skip_cache(self.skip_cache)
 
 
 def skip_groups(num_layers: int, sublayers: bool) -> list[frozenset[int]]:
