@@ -208,7 +208,6 @@ class SkipSetCache:
         path: JSON file to load from (if it exists) and write to after every update
             (atomically); None keeps entries in memory only.
         max_entries: sets kept per key (the lowest-acceptance ones are dropped first).
-
         discard_invalid: when ``path`` holds something that is not such a cache, warn and
             start empty (the file is replaced at the next update) instead of raising.
 
