@@ -177,3 +177,77 @@ def test_static_cache_is_token_identical(model_and_refs, tiny_factory, method, o
         tree = ReferenceTreeDrafter(ref, VOCAB, seed=i, width=3, depth=3)
         out = hasten.generate(model, prompt, method=tree, max_new_tokens=MAX_NEW, kv_cache="static")
         assert out.sequences[0].tolist() == ref
+
+
+# --- sampling: draft-free methods are token-identical to plain sampling with the same seed
+
+SAMPLING = {"T1": dict(do_sample=True),
+            "T0.8-topk40-topp0.95-rep1.2": dict(do_sample=True, temperature=0.8, top_k=40, top_p=0.95,
+                                                repetition_penalty=1.2)}
+
+
+def _draft_free_method_cases():
+    from hasten.drafters import get_method
+
+    for case in method_cases():
+        name = case.values[0]
+        if not get_method(name).drafter_cls.proposes_distributions:
+            yield case
+
+
+@pytest.fixture(scope="module")
+def sampled_refs(model_and_refs):
+    """Plain sampled outputs, seed i for prompt i, per sampling setting."""
+    model, _ = model_and_refs
+    return {key: [hasten.generate(model, p, max_new_tokens=MAX_NEW, seed=i, **params).sequences[0].tolist()
+                  for i, p in enumerate(PROMPTS)] for key, params in SAMPLING.items()}
+
+
+@pytest.mark.parametrize("params_id", list(SAMPLING))
+@pytest.mark.parametrize("method,options", list(_draft_free_method_cases()))
+def test_sampled_draft_free_method_equals_plain_sampling(model_and_refs, sampled_refs, tiny_factory, method, options,
+                                                         params_id):
+    model, _ = model_and_refs
+    opts = options(model, tiny_factory)
+    for i, (prompt, ref) in enumerate(zip(PROMPTS, sampled_refs[params_id])):
+        out = hasten.generate(model, prompt, method=method, max_new_tokens=MAX_NEW, method_options=opts, seed=i,
+                              **SAMPLING[params_id]).sequences[0].tolist()
+        assert out == ref, f"{method} sampled ({params_id}) on prompt {i}: {_first_mismatch(out, ref)}"
+
+
+@pytest.mark.parametrize("params_id", list(SAMPLING))
+def test_sampled_trees_equal_plain_sampling(model_and_refs, sampled_refs, params_id):
+    """Trees hiding the plain sampled continuation among random siblings: accepted often,
+    and the output is the plain sampled one (verification rows draw by position)."""
+    model, _ = model_and_refs
+    accepted = 0
+    for i, (prompt, ref) in enumerate(zip(PROMPTS, sampled_refs[params_id])):
+        drafter = ReferenceTreeDrafter(ref, VOCAB, seed=i, width=3, depth=4)
+        result = hasten.generate(model, prompt, method=drafter, max_new_tokens=MAX_NEW, seed=i, **SAMPLING[params_id])
+        assert result.sequences[0].tolist() == ref, f"prompt {i}: {_first_mismatch(result.sequences[0].tolist(), ref)}"
+        accepted += sum(result.stats.accepted)
+    assert accepted > len(PROMPTS)
+
+
+def test_sampled_equality_needs_position_keyed_draws(model_and_refs, monkeypatch):
+    """Negative control: draws taken in call order instead of by position (what one shared
+    RNG stream gives) make drafted sampled runs differ from plain sampling."""
+    import hasten.engine as engine
+
+    class CallOrderDraws:
+        def __init__(self, seed):
+            self.rng = torch.Generator().manual_seed(seed)
+
+        def __call__(self, positions):
+            return torch.rand(len(positions), generator=self.rng, dtype=torch.float64).tolist()
+
+    model, _ = model_and_refs
+    params = SAMPLING["T1"]
+    monkeypatch.setattr(engine, "PositionDraws", CallOrderDraws)
+    differing = 0
+    for i, prompt in enumerate(PROMPTS):
+        ref = hasten.generate(model, prompt, max_new_tokens=MAX_NEW, seed=i, **params).sequences[0].tolist()
+        drafter = ReferenceTreeDrafter(ref, VOCAB, seed=i, width=3, depth=4)
+        out = hasten.generate(model, prompt, method=drafter, max_new_tokens=MAX_NEW, seed=i, **params)
+        differing += out.sequences[0].tolist() != ref
+    assert differing > len(PROMPTS) // 2

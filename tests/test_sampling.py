@@ -1,11 +1,13 @@
 """Logits processing against transformers' own processors (an independent implementation)."""
 
+import numpy as np
 import pytest
 import torch
+from scipy.stats import chisquare
 from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
                                                     TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
-from hasten.sampling import SamplingParams, choose_tokens, presence_rows, process_logits
+from hasten.sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits
 
 
 def hf_process(logits, history, params):
@@ -65,3 +67,29 @@ def test_temperature_zero_is_greedy():
     params = SamplingParams(do_sample=True, temperature=0)
     assert params.greedy
     assert choose_tokens(process_logits(logits, params), params, None).tolist() == [1]
+
+
+def test_inverse_cdf_draws_pick_by_cumulative_mass():
+    """probs (0.2, 0, 0.5, 0.3): cumulative (0.2, 0.2, 0.7, 1.0); a draw u picks the first
+    token whose cumulative mass exceeds u, never the zero-probability token."""
+    params = SamplingParams(do_sample=True)
+    scores = torch.tensor([0.2, 0.0, 0.5, 0.3], dtype=torch.float64).log().expand(6, 4)
+    picks = choose_tokens(scores, params, draws=[0.0, 0.1, 0.2 + 1e-9, 0.69, 0.71, 0.999]).tolist()
+    assert picks == [0, 0, 2, 2, 3, 3]
+    with pytest.raises(ValueError, match="one draw per row"):
+        choose_tokens(scores, params, draws=[0.5])
+    greedy = SamplingParams()
+    assert choose_tokens(scores, greedy, draws=[0.0] * 6).tolist() == [2] * 6
+
+
+def test_position_draws_depend_on_seed_and_position_only():
+    draws = PositionDraws(7)
+    first = draws([5, 3, 9])
+    assert PositionDraws(7)([9, 3, 5]) == first[::-1]  # order and history do not matter
+    assert draws([3]) == [first[1]]
+    assert len(set(first)) == 3 and all(0.0 <= u < 1.0 for u in first)
+    assert PositionDraws(8)([5, 3, 9]) != first
+    assert PositionDraws(-1)([0]) == PositionDraws(2 ** 64 - 1)([0])
+    # uniform over positions: 4000 positions in 10 equal bins
+    counts = np.histogram(PositionDraws(0)(range(4000)), bins=10, range=(0, 1))[0]
+    assert chisquare(counts).pvalue > 1e-3

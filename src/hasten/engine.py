@@ -7,8 +7,11 @@ prefilled, then each step verifies the root (last committed token) plus a draft 
 one target forward, accepts the longest agreeing
 path plus one target token, and compacts the KV cache to the accepted path.
 
-Lossless: greedy output is token-identical to plain greedy decoding; sampled output has
-the plain sampling distribution (see :mod:`hasten.verify`).
+Lossless: greedy output is token-identical to plain greedy decoding. Sampled output of a
+draft-free method is token-identical to plain sampling with the same seed (position-keyed
+draws, :mod:`hasten.sampling`); a drafter that samples its drafts is verified with the
+speculative sampling rule, whose output has the plain sampling distribution (see
+:mod:`hasten.verify`).
 
 Glossary: *draft* = candidate tokens; *verification step* = one target forward over root +
 draft; *accepted tokens* = draft tokens the target agreed with; *bonus token* = the
@@ -31,7 +34,7 @@ from .budget import BudgetConfig, DraftBudget
 from .compile import CompiledModel
 from .cost import load_or_measure
 from .drafters.base import DraftRequest, VerifiedStep, build_drafter
-from .sampling import SamplingParams, choose_tokens, presence_rows, process_logits
+from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits
 from .tree import DraftTree, tree_layout
 from .verify import recursive_rejection_walk, speculative_sample_accept, walk_tree
 
@@ -296,16 +299,21 @@ def _prompt_list(input_ids) -> list[int]:
 
 
 def _plain_loop(target: _Target, cache, run: _Committer, params: SamplingParams,
-                generator: torch.Generator, stats: GenerationStats, t0: float) -> None:
-    """Reference path: one target forward per token."""
+                draws: PositionDraws | None, stats: GenerationStats, t0: float) -> None:
+    """Reference path: one target forward per token (sampled with position-keyed draws)."""
     logits = target.forward(cache, run.tokens, last_only=True)
-    run.commit(choose_tokens(process_logits(logits, params, _seen(run)), params, generator).tolist())
+    run.commit(_choose_next(logits, run, params, draws))
     stats.prefill_seconds = time.perf_counter() - t0
     while not run.done:
         logits = target.forward(cache, run.tokens[-1:], last_only=True)
-        run.commit(choose_tokens(process_logits(logits, params, _seen(run)), params, generator).tolist())
+        run.commit(_choose_next(logits, run, params, draws))
         stats.accepted.append(0)
         stats.drafted.append(0)
+
+
+def _choose_next(logits: torch.Tensor, run: _Committer, params: SamplingParams, draws: PositionDraws | None) -> list[int]:
+    scores = process_logits(logits, params, _seen(run))
+    return choose_tokens(scores, params, draws=None if draws is None else draws([len(run.tokens)])).tolist()
 
 
 def _seen(run: _Committer) -> torch.Tensor | None:
@@ -313,8 +321,10 @@ def _seen(run: _Committer) -> torch.Tensor | None:
 
 
 def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: SamplingParams,
-            generator: torch.Generator) -> tuple[list[int], int, list[int] | None, torch.Tensor]:
-    """One verification step: target forward over root + draft, then the acceptance rule.
+            generator: torch.Generator, draws: PositionDraws | None) -> tuple[list[int], int, list[int] | None, torch.Tensor]:
+    """One verification step: target forward over root + draft, then the acceptance rule:
+    greedy, position-keyed sampling (row r predicts position len(tokens) + depth(r)), or
+    the speculative sampling rule for drafts with ``draft_probs`` when ``draws`` is None.
 
     Returns (accepted node indices, next token, target token per row or None when the
     speculative sampling rule was used, processed scores (N+1, V)); the cache is
@@ -327,7 +337,7 @@ def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: S
         path_tokens = torch.tensor(draft.tokens, dtype=torch.long, device=logits.device)
         seen = presence_rows(run.seen, path_tokens, layout.node_ancestors.to(logits.device))
     scores = process_logits(logits, params, seen)
-    if draft.draft_probs is not None and not params.greedy:
+    if draft.draft_probs is not None and not params.greedy and draws is None:
         target_probs = scores.softmax(-1)
         draft_probs = draft.draft_probs.to(target_probs)
         if draft.is_chain:
@@ -337,15 +347,16 @@ def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: S
             path, nxt = recursive_rejection_walk(layout.children, draft.tokens, draft_probs, target_probs, generator)
         row_tokens = None
     else:
-        row_tokens = choose_tokens(scores, params, generator).tolist()
+        positions = None if draws is None else draws([len(run.tokens) + d for d in layout.depths])
+        row_tokens = choose_tokens(scores, params, generator, positions).tolist()
         path, nxt = walk_tree(layout.children, row_tokens)
     target.keep_rows(cache, start, [0] + [node + 1 for node in path])
     return path, nxt, row_tokens, scores
 
 
 def _speculative_loop(target: _Target, cache, run: _Committer, drafter, params: SamplingParams,
-                      generator: torch.Generator, stats: GenerationStats, t0: float,
-                      budget: DraftBudget | None) -> None:
+                      generator: torch.Generator, draws: PositionDraws | None, stats: GenerationStats,
+                      t0: float, budget: DraftBudget | None) -> None:
     """Prefill all but the last prompt token, so the very first step already verifies a
     draft with the last prompt token as its root."""
     if len(run.tokens) > 1:
@@ -362,7 +373,7 @@ def _speculative_loop(target: _Target, cache, run: _Committer, drafter, params: 
             if budget is not None:
                 draft = budget.cut(draft)
         draft = draft if draft is not None and len(draft) else DraftTree.chain([])
-        path, nxt, row_tokens, scores = _verify(target, cache, run, draft, params, generator)
+        path, nxt, row_tokens, scores = _verify(target, cache, run, draft, params, generator, draws)
         if budget is not None and len(draft):
             budget.observe_step(draft, path)
         run.commit([draft.tokens[node] for node in path] + [nxt])
@@ -400,7 +411,11 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         stop: strings that end generation once the decoded new text contains one (the
             token completing it is kept); needs ``tokenizer``.
         tokenizer: used for ``stop`` and to fill ``GenerationResult.text``.
-        seed: seeds the sampling RNGs (target and draft); None = random.
+        seed: seeds sampling; None = random. Plain decoding and draft-free methods draw
+            each position's token from a uniform keyed by (seed, position), so their
+            sampled outputs are token-identical for the same seed; drafters that sample
+            their drafts (``proposes_distributions``) are verified with the speculative
+            sampling rule on seeded RNGs (same distribution, other tokens).
         streamer: called with each list of newly committed token ids, in order.
         method_options: fields of the method's config, e.g. ``{"max_ngram": 4}``.
         draft_budget: ``"auto"`` (default) cuts each draft to the depth that maximizes
@@ -454,9 +469,11 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         raise ValueError("stop strings need tokenizer=")
     generator = torch.Generator()
     if seed is None:
-        generator.seed()
+        seed = generator.seed()
     else:
         generator.manual_seed(seed)
+    keyed = not params.greedy and (drafter is None or not drafter.proposes_distributions)
+    draws = PositionDraws(seed) if keyed else None
     run = _Committer(prompt, max_new_tokens, target.context_length, target.eos_ids(eos_token_id), stop,
                      tokenizer, streamer, target.vocab_size if params.uses_history else None, target.device)
     stats = GenerationStats(method="ar" if drafter is None else stats_name(drafter),
@@ -464,18 +481,15 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     with torch.inference_mode():
         t0 = time.perf_counter()
         if drafter is None:
-            _plain_loop(target, target.new_cache(kv_cache == "static"), run, params, generator, stats, t0)
+            _plain_loop(target, target.new_cache(kv_cache == "static"), run, params, draws, stats, t0)
         else:
             draft_generator = torch.Generator()
-            if seed is None:
-                draft_generator.seed()
-            else:
-                draft_generator.manual_seed(seed + 0x5DEECE66D)  # independent of the target's stream
+            draft_generator.manual_seed((seed + 0x5DEECE66D) % (1 << 64))  # independent of the target's stream
             budget = None if draft_budget is None else DraftBudget(target.cost_curve(), draft_budget)
             cache = target.new_cache(kv_cache == "static")
             drafter.begin(DraftRequest(prompt, model, params, draft_generator, target.vocab_size, cache))
             t0 = time.perf_counter()  # the one-off cost measurement is not generation time
-            _speculative_loop(target, cache, run, drafter, params, generator, stats, t0, budget)
+            _speculative_loop(target, cache, run, drafter, params, generator, draws, stats, t0, budget)
             stats.drafter = drafter.stats()
         stats.decode_seconds = time.perf_counter() - t0 - stats.prefill_seconds
     stats.new_tokens = len(run.tokens) - len(prompt)

@@ -8,15 +8,26 @@ Dims: N rows (positions being scored), V vocabulary.
 
 Processing order (the order ``transformers.generate`` applies them): repetition penalty,
 then — only when sampling — temperature, top-k, top-p.
+
+Position-keyed sampling (:class:`PositionDraws`): the token at sequence position t is the
+inverse CDF of softmax(scores_t) at a uniform u_t that depends only on (seed, t). Each
+token is still an exact draw from its processed distribution, independently across
+positions, but the draw no longer depends on how many rows were scored before it. So a
+verification row that predicts position t with the same prefix as plain decoding chooses
+the same token as plain decoding: with a draft-free (deterministic) drafter, sampled
+output is token-identical to plain sampled output for the same seed, whatever was drafted.
+This is the shared-randomness (coupling) view of lossless speculative sampling.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["SamplingParams", "process_logits", "presence_rows", "choose_tokens"]
+__all__ = ["SamplingParams", "process_logits", "presence_rows", "choose_tokens", "PositionDraws"]
 
 
 @dataclass(frozen=True)
@@ -130,19 +141,50 @@ def process_logits(logits: torch.Tensor, params: SamplingParams,
     return scores
 
 
-def choose_tokens(scores: torch.Tensor, params: SamplingParams,
-                  generator: torch.Generator | None) -> torch.Tensor:
+def choose_tokens(scores: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None,
+                  draws: Sequence[float] | None = None) -> torch.Tensor:
     """One token per row from processed logits.
 
     Args:
         scores: (N, V) float processed logits (output of :func:`process_logits`).
         params: greedy takes the argmax; otherwise one draw per row from softmax(scores).
-        generator: RNG for the draws (ignored when greedy).
+        generator: RNG for the draws when ``draws`` is None (ignored when greedy).
+        draws: one uniform in [0, 1) per row (from :class:`PositionDraws`): the row's
+            token is the inverse CDF of softmax(scores) at it, computed in float64.
 
     Returns:
         (N,) int64 token ids.
     """
     if params.greedy:
         return scores.argmax(dim=-1)
-    probs = scores.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if draws is None:
+        return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+    if len(draws) != scores.shape[0]:
+        raise ValueError(f"need one draw per row: {len(draws)} draws for {scores.shape[0]} rows")
+    cdf = scores.double().softmax(dim=-1).cumsum(dim=-1)
+    u = torch.tensor(draws, dtype=torch.float64, device=scores.device).unsqueeze(-1) * cdf[:, -1:]
+    # the first token whose cumulative mass exceeds u; a zero-probability token never does
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1).squeeze(-1)
+
+
+class PositionDraws:
+    """Uniform draws keyed by sequence position: ``draws([t, ...])`` gives u_t in [0, 1)
+    for each position t, a function of (seed, t) only (NumPy's ``SeedSequence`` entropy
+    mixing of the pair), so every row that predicts position t gets the same u_t.
+
+    Args:
+        seed: any int (taken modulo 2**64).
+    """
+
+    def __init__(self, seed: int):
+        self.seed = int(seed) % (1 << 64)
+        self._cache: dict[int, float] = {}
+
+    def __call__(self, positions: Sequence[int]) -> list[float]:
+        out = []
+        for t in positions:
+            u = self._cache.get(t)
+            if u is None:
+                u = self._cache[t] = float(np.random.default_rng([self.seed, int(t)]).random())
+            out.append(u)
+        return out

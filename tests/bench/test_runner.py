@@ -207,3 +207,44 @@ def test_dtype_variant_is_audited_against_plain_decoding_in_its_dtype(tiny, tmp_
     assert all(a["exact"] for a in audits)
     report = render_report(tmp_path / "run").read_text()
     assert "`prompt_lookup@float64` | `ar@float64` | 100% (2/2)" in report
+
+
+def test_sampling_run_audits_the_draft_free_methods(tiny, tmp_path):
+    """Sampling with one seed per question: ar, prompt_lookup and trie draw by position, so
+    they are audited and token-identical; transformers' sampling is not audited; a
+    contender declared sampled-exact that is not is caught (no margin: it is a greedy
+    diagnostic)."""
+    from hasten.bench.peers import Request
+    from hasten.sampling import SamplingParams
+
+    model, tok = tiny
+    clock = tick_clock()
+    ctx = PeerContext(model, "tiny-random", clock)
+    plain = build_contenders(["ar"], ctx)[0]
+    broken = OffByOne(plain, 0, len(tok))
+    broken.sampled_exact = True
+    contenders = build_contenders(["ar", "prompt_lookup", "trie", "hf_greedy"], ctx) + [broken]
+    assert [c.sampled_exact for c in contenders] == [True, True, True, False, True]
+    request = Request(max_new_tokens=1, sampling=SamplingParams(do_sample=True, temperature=0.9, top_p=0.95), seed=5)
+    settings = BenchSettings(max_new_tokens=12, warmup=1, warmup_tokens=4, request=request)
+    runner = BenchRunner(model, tok, contenders, settings, tmp_path, clock=clock, progress=False)
+    meta = dict(META, sampling={"greedy": False, "do_sample": True},
+                contenders={c.name: c.describe() for c in contenders})
+    runner.prepare(meta, resume=False)
+    runner.warm_up(QUESTIONS)
+    runner.run(QUESTIONS)
+    records = read_records(tmp_path / RECORDS_FILE)
+    audits = [r for r in records if r["kind"] == "audit"]
+    assert {r["method"] for r in audits} == {"prompt_lookup", "trie", "off_by_one"}
+    assert all(r["exact"] for r in audits if r["method"] != "off_by_one")
+    assert all(not r["exact"] and r["first_diff"] == 0 and r["margin"] is None
+               for r in audits if r["method"] == "off_by_one")
+    outputs = {(r["question_id"], r["turn"]): r["output_ids"] for r in records
+               if r["kind"] == "generation" and r["method"] == "ar"}
+    greedy = build_contenders(["ar"], ctx)[0].generate(
+        encode_chat(tok, build_messages(QUESTIONS[1].turns, [])), Request(max_new_tokens=12)).new_ids
+    assert outputs[("161", 0)] != greedy  # it did sample
+    text = render_report(tmp_path).read_text()
+    assert "Sampling run" in text and "`hf_greedy`: outputs differ by design" in text
+    assert "n/a (sampled)" in text  # no "= hf_greedy" agreement figure for sampled outputs
+    assert "`off_by_one`: 4 question turn(s) differ" in text

@@ -299,7 +299,8 @@ def bench(
     method_option: list[str] = typer.Option([], help="METHOD.FIELD=VALUE, e.g. prompt_lookup.max_ngram=4 (repeatable)."),
     prompt_lookup_num_tokens: int = typer.Option(10, min=1, help="Draft length of hf_prompt_lookup / llamacpp_prompt_lookup."),
     gguf: Optional[str] = typer.Option(None, help="GGUF file for llama.cpp peers (default: the built-in model's)."),
-    do_sample: bool = typer.Option(False, help="Sample instead of greedy decoding (the audit is skipped)."),
+    do_sample: bool = typer.Option(False, help="Sample instead of greedy decoding (one --seed for all; plain "
+                                   "decoding and draft-free methods are still audited token by token)."),
     temperature: float = typer.Option(1.0),
     top_k: int = typer.Option(0, help="0 = off."),
     top_p: float = typer.Option(1.0),

@@ -91,13 +91,15 @@ class Contender(ABC):
     engine: str
     precision: str
     uses_target: bool = True  # runs the same torch module as the baseline (oracle applies)
+    sampled_exact: bool = False  # when sampling, token-identical to its baseline for the same seed
 
     @abstractmethod
     def generate(self, prompt_ids: list[int], request: Request) -> Outcome:
         """Generate after ``prompt_ids``; raises whatever the underlying library raises."""
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.engine, "precision": self.precision, "uses_target": self.uses_target}
+        return {"engine": self.engine, "precision": self.precision, "uses_target": self.uses_target,
+                "sampled_exact": self.sampled_exact}
 
 
 class ForwardTimer:
@@ -151,8 +153,12 @@ class HastenContender(Contender):
                  options: dict[str, Any] | None = None):
         from ..compile import CompiledModel
 
+        from ..drafters import get_method
+
         self.name, self.model, self.method = name, model, method
         self.options = dict(options or {})
+        # plain decoding and draft-free methods draw by position (hasten.sampling.PositionDraws)
+        self.sampled_exact = method is None or not get_method(method).drafter_cls.proposes_distributions
         if hasattr(model, "engine_target"):  # a backend model: llama.cpp kernels on a GGUF file
             self.engine, self.uses_target = f"hasten on {model.backend}", False
             self.precision, self.timer = gguf_precision(model.path), None

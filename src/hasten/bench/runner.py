@@ -6,11 +6,13 @@ timed; ``runs`` passes over the questions. For every question turn, every method
 back to back, the order rotating from one turn to the next, so machine drift hits all
 methods alike. An mt_bench second turn carries the method's own first answer.
 
-Exactness audit (greedy only): after all methods finished a question turn, each method's
-token ids are compared with its plain-decoding baseline's (``ar``, or ``ar@DTYPE`` for a
-contender run in another dtype); at a mismatch one extra target forward
-gives the baseline's top-2 logit margin at the first differing position (a near-tie, or
-a logic bug when the margin is large).
+Exactness audit: after all methods finished a question turn, each method's token ids are
+compared with its plain-decoding baseline's (``ar``, or ``ar@DTYPE`` for a contender run
+in another dtype); at a greedy mismatch one extra target forward gives the baseline's
+top-2 logit margin at the first differing position (a near-tie, or a logic bug when the
+margin is large). Sampling runs audit the contenders that must then be token-identical
+too (``Contender.sampled_exact``: plain decoding and draft-free hasten methods, which
+draw each position's token from a uniform keyed by seed and position).
 
 Records go to ``records.jsonl`` as they are made (see :mod:`hasten.bench.records`); a
 question that raises is recorded with its error and the run goes on; ``resume`` skips
@@ -249,8 +251,7 @@ class BenchRunner:
             result.errors += record["error"] is not None
             if bar is not None:
                 bar.update(1)
-        if self.greedy:
-            self._audit(log, done, run, question, turn, prompts)
+        self._audit(log, done, run, question, turn, prompts)
 
     def _generate(self, contender: Contender, prompt: list[int] | str) -> dict[str, Any]:
         """A generation record (without its key fields): timings and ids, or the error."""
@@ -277,6 +278,8 @@ class BenchRunner:
         """Audit records for every contender that finished this turn and has none yet,
         each against its own baseline (``ar``, or ``ar@DTYPE`` for ``NAME@DTYPE``)."""
         for contender in self.contenders:
+            if not (self.greedy or contender.sampled_exact):
+                continue  # equal in distribution only: nothing to compare token by token
             name, baseline = contender.name, baseline_of(contender.name)
             base = done.get(("generation", run, question.subtask, question.question_id, turn, baseline))
             rec = done.get(("generation", run, question.subtask, question.question_id, turn, name))
@@ -286,7 +289,7 @@ class BenchRunner:
                 continue
             position = first_difference(base["output_ids"], rec["output_ids"])
             margin = None
-            if position is not None and position < len(base["output_ids"]):
+            if self.greedy and position is not None and position < len(base["output_ids"]):
                 margin = self._margin(baseline, prompts[baseline], base["output_ids"][:position])
             audit = {"kind": "audit", "baseline": baseline, "exact": position is None, "first_diff": position,
                      "margin": margin, "prompt_differs": rec["prompt_sha1"] != base["prompt_sha1"]}

@@ -63,11 +63,19 @@ class Drafter(ABC):
     ``needs_torch_target``: the drafter runs parts of the target model itself (layers,
     KV cache), so it needs a transformers target; the engine refuses it on another
     backend (e.g. llama.cpp) with a clear error.
+
+    ``proposes_distributions``: when sampling, the drafter samples its tokens and its
+    drafts carry ``draft_probs``; the engine verifies them with the speculative sampling
+    rule (output has plain sampling's distribution). Drafts of other drafters are
+    verified with position-keyed draws (:class:`hasten.sampling.PositionDraws`), so
+    their sampled output is token-identical to plain sampling with the same seed (any
+    ``draft_probs`` they attach are then not needed and ignored).
     """
 
     name: ClassVar[str] = ""
     observes_plain_steps: ClassVar[bool] = False
     needs_torch_target: ClassVar[bool] = False
+    proposes_distributions: ClassVar[bool] = False
 
     def begin(self, request: DraftRequest) -> None:
         """Start a new request: forget everything request-specific."""

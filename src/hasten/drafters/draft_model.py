@@ -116,6 +116,7 @@ class DraftModelDrafter(Drafter):
     """Autoregressive chain drafting with a second model (see module docstring)."""
 
     name = "draft_model"
+    proposes_distributions = True
 
     def __init__(self, config: DraftModelConfig):
         self.config = config

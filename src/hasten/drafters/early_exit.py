@@ -108,6 +108,7 @@ class EarlyExitDrafter(Drafter):
 
     needs_torch_target = True
     name = "early_exit"
+    proposes_distributions = True
 
     def __init__(self, config: EarlyExitConfig = EarlyExitConfig()):
         self.config = config

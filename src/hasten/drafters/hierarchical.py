@@ -244,6 +244,7 @@ class HierarchicalDrafter(Drafter):
 
     needs_torch_target = True
     name = "hierarchical"
+    proposes_distributions = True
 
     def __init__(self, config: HierarchicalConfig = HierarchicalConfig()):
         self.config = config

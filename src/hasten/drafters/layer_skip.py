@@ -142,6 +142,7 @@ class LayerSkipDrafter(Drafter):
 
     needs_torch_target = True
     name = "layer_skip"
+    proposes_distributions = True
 
     def __init__(self, config: LayerSkipConfig = LayerSkipConfig()):
         self.config = config
