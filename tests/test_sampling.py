@@ -93,3 +93,24 @@ def test_position_draws_depend_on_seed_and_position_only():
     # uniform over positions: 4000 positions in 10 equal bins
     counts = np.histogram(PositionDraws(0)(range(4000)), bins=10, range=(0, 1))[0]
     assert chisquare(counts).pvalue > 1e-3
+
+
+def test_top_p_on_a_large_vocabulary_matches_transformers_and_the_full_sort():
+    """V = 49,152 (SmolLM2's): peaked rows take the top-candidates path, flat rows the full
+    sort; both give transformers' TopPLogitsWarper mask, and a row's mask does not depend
+    on the rows batched with it."""
+    from hasten import sampling
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = 49152
+    rows = torch.cat([torch.randn(4, vocab, generator=gen) * 6,  # peaked: nucleus among the top 1024
+                      torch.randn(2, vocab, generator=gen) * 0.05])  # flat: needs the full sort
+    for top_p in (0.5, 0.9, 0.95):
+        drop = sampling.top_p_drop(rows, top_p)
+        theirs = torch.isinf(TopPLogitsWarper(top_p)(None, rows.clone()))
+        assert torch.equal(drop, theirs), top_p
+        assert torch.equal(drop, sampling._top_p_drop_sorted(rows, top_p))
+        singles = torch.cat([sampling.top_p_drop(rows[i:i + 1], top_p) for i in range(len(rows))])
+        assert torch.equal(drop, singles)
+        kept = (~drop).sum(-1)
+        assert (kept[:4] < sampling.NUCLEUS_CANDIDATES).all() and (kept[4:] > sampling.NUCLEUS_CANDIDATES).all()
