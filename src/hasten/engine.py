@@ -311,7 +311,8 @@ def _plain_loop(target: _Target, cache, run: _Committer, params: SamplingParams,
         stats.drafted.append(0)
 
 
-def _choose_next(logits: torch.Tensor, run: _Committer, params: SamplingParams, draws: PositionDraws | None) -> list[int]:
+def _choose_next(logits: torch.Tensor, run: _Committer, params: SamplingParams,
+                 draws: PositionDraws | None) -> list[int]:
     scores = process_logits(logits, params, _seen(run))
     return choose_tokens(scores, params, draws=None if draws is None else draws([len(run.tokens)])).tolist()
 
@@ -321,7 +322,8 @@ def _seen(run: _Committer) -> torch.Tensor | None:
 
 
 def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: SamplingParams,
-            generator: torch.Generator, draws: PositionDraws | None) -> tuple[list[int], int, list[int] | None, torch.Tensor]:
+            generator: torch.Generator,
+            draws: PositionDraws | None) -> tuple[list[int], int, list[int] | None, torch.Tensor]:
     """One verification step: target forward over root + draft, then the acceptance rule:
     greedy, position-keyed sampling (row r predicts position len(tokens) + depth(r)), or
     the speculative sampling rule for drafts with ``draft_probs`` when ``draws`` is None.
