@@ -9,6 +9,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 VOCAB = 96
+SLIDING_WINDOW = 8  # tiny sliding-window models: prompts and outputs run far past it
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -40,6 +41,16 @@ def _tiny(kind: str, seed: int = 0, layers: int = 2, vocab: int = VOCAB, init: f
         model = LlamaForCausalLM(LlamaConfig(**common))
     elif kind == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=False))
+    elif kind == "gemma3":  # sliding-window layers alternating with full-attention ones
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)]
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**common, head_dim=8, query_pre_attn_scalar=8,
+                                                   sliding_window=SLIDING_WINDOW, layer_types=types))
+    elif kind == "mistral":  # every layer slides
+        from transformers import MistralConfig, MistralForCausalLM
+
+        model = MistralForCausalLM(MistralConfig(**common, sliding_window=SLIDING_WINDOW))
     elif kind == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=layers, n_head=4,
                                            n_positions=512, initializer_range=init, bos_token_id=1,

@@ -3,7 +3,7 @@
 import pytest
 
 from hasten.budget import BudgetConfig, DraftBudget
-from hasten.cost import CostCurve
+from hasten.cost import CostCurve, time_sizes
 from hasten.tree import DraftTree
 
 LINEAR = CostCurve((1, 2, 4, 8), (1.0, 2.0, 4.0, 8.0))  # every token costs a full forward
@@ -137,3 +137,58 @@ def test_draft_tree_node_score_validation_and_subset():
     with pytest.raises(ValueError, match="closed under parents"):
         tree.subset([0, 2])
     assert tree.subset([0, 1]).node_scores == (0.9, 0.8)
+
+
+def test_time_sizes_rounds_alternate_and_drop_the_warm_up():
+    calls, clock = [], iter(range(100))
+
+    def timed_forward(size):
+        calls.append(size)
+        return float(next(clock))  # the n-th call "takes" n seconds
+
+    seconds = time_sizes(timed_forward, (1, 2, 4), repeats=3)
+    # warm-up 1,2,4 (calls 0-2, dropped), then 4,2,1 / 1,2,4 / 4,2,1 (calls 3-11)
+    assert calls == [1, 2, 4, 4, 2, 1, 1, 2, 4, 4, 2, 1]
+    # size 1 timed at calls 5, 6, 11; size 2 at 4, 7, 10; size 4 at 3, 8, 9
+    assert seconds == (6.0, 7.0, 8.0)
+    with pytest.raises(ValueError, match="repeats"):
+        time_sizes(timed_forward, (1, 2), repeats=0)
+
+
+def test_time_sizes_keeps_a_slow_spell_out_of_the_curve():
+    true_cost = {1: 0.040, 2: 0.044, 4: 0.060, 8: 0.090}
+    n = iter(range(1000))
+
+    def timed_forward(size):  # calls 10-17 run during a background job: +0.1 s each
+        return true_cost[size] + (0.1 if 10 <= next(n) < 18 else 0.0)
+
+    seconds = time_sizes(timed_forward, (1, 2, 4, 8), repeats=5)
+    # the spell (8 calls) takes 2 of each size's 5 timed forwards, so the medians are
+    # untouched; timed back to back it would have covered all 5 repeats of one size
+    assert seconds == pytest.approx(tuple(true_cost.values()))
+
+
+def test_measure_forward_cost_on_a_tiny_model(tiny_factory):
+    from hasten.cost import measure_forward_cost
+
+    model = tiny_factory("llama")
+    curve = measure_forward_cost(model, sizes=(1, 2, 4), context=8, repeats=2)
+    assert curve.sizes == (1, 2, 4) and all(t > 0 for t in curve.seconds)
+
+
+def test_a_sampled_draft_is_cut_the_same_way_whatever_its_length():
+    """Speculative sampling stays exact only if verifying a sampled token never depends on
+    that token. A drafter's confidence stop makes the draft's length depend on its tokens,
+    so the cut must not depend on the length: x1 is verified in both drafts or in neither."""
+    import torch
+
+    curve = CostCurve((1, 2, 3, 4), (45.0, 60.0, 61.0, 62.0))  # a jump, then flat: not unimodal
+    budget = DraftBudget(curve, BudgetConfig(explore_every=0))
+    budget.trials, budget.hits = [50.0, 50.0, 50.0], [15.0, 45.0, 45.0]  # q1 = 16/52, q2 = q3 = 46/52
+    # E(d)/cost(d+1): d=0 1/45 = .0222, d=1 1.308/60 = .0218, d=2 1.580/61 = .0259, d=3 1.821/62 = .0294
+    assert budget.choose_depth([1]) == 0  # judged by its own depth, a 1-token draft is not worth verifying
+    short = DraftTree.chain([1], torch.full((1, 4), 0.25))  # the drafter stopped after a doubtful x1
+    long = DraftTree.chain([1, 2, 3], torch.full((3, 4), 0.25))
+    assert [len(budget.cut(d, max_depth=3)) for d in (short, long)] == [1, 3]
+    with pytest.raises(ValueError, match="max_depth"):
+        budget.cut(short)

@@ -53,6 +53,10 @@ def test_eos_inside_an_accepted_block(model):
     assert result.sequences[0].tolist() == ref
     assert result.sequences[0, -1].item() == eos and result.stats.finish_reason == "eos"
     assert max(result.stats.drafted) == 8  # eos arrived inside a fully drafted block
+    # tau counts committed tokens: the tokens accepted after eos were cut, not counted
+    s = result.stats
+    assert sum(s.committed) == s.new_tokens == len(ref) - len(prompt)
+    assert s.mean_accepted_tokens == s.new_tokens / s.steps and s.accepted[-1] <= s.committed[-1]
 
 
 def test_stop_string_spanning_tokens_streamed_and_returned(model):
@@ -70,6 +74,7 @@ def test_stop_string_spanning_tokens_streamed_and_returned(model):
     assert stop in tok.decode(new) and stop not in tok.decode(new[:-1])
     assert new == free[len(prompt):len(prompt) + len(new)]
     assert result.text == tok.decode(new) and result.stats.finish_reason == "stop_string"
+    assert sum(result.stats.committed) == len(new)  # nothing past the stop string counted
 
 
 @pytest.mark.parametrize("method", ["prompt_lookup", "draft_model"])
@@ -127,6 +132,15 @@ def test_bad_inputs_raise_clear_errors(model):
         hasten.generate(model, [5], do_sample=True, temperature=-1)
     with pytest.raises(TypeError, match="integer"):
         hasten.generate(model, torch.ones(1, 3), max_new_tokens=2)
+    with pytest.raises(ValueError, match="empty prompt"):
+        hasten.generate(model, torch.tensor([]), max_new_tokens=2)  # float, but empty: say empty
+    for bad in (torch.tensor(5), torch.ones(1, 1, 3, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"shape \(1, T\) or \(T,\)"):
+            hasten.generate(model, bad, max_new_tokens=2)
+    with pytest.raises(ValueError, match="need a method"):
+        hasten.generate(model, [5], draft_model=model)  # would silently decode plainly
+    with pytest.raises(ValueError, match="need a method"):
+        hasten.generate(model, [5], method_options={"max_ngram": 3})
 
 
 def test_draft_model_with_other_vocabulary_is_refused(model, tiny_factory):

@@ -76,16 +76,21 @@ def method_cases():
             yield pytest.param(name, options, id=f"{name}-{case_id}")
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2"])
-def model_and_refs(request, tiny_factory):
-    model = tiny_factory(request.param)
+def transformers_greedy(model, prompts) -> list[list[int]]:
+    """``model.generate(do_sample=False)`` outputs (prompt included): the references."""
     refs = []
     with torch.inference_mode():
-        for prompt in PROMPTS:
+        for prompt in prompts:
             out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=MAX_NEW,
                                  attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
             refs.append(out[0].tolist())
-    return model, refs
+    return refs
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def model_and_refs(request, tiny_factory):
+    model = tiny_factory(request.param)
+    return model, transformers_greedy(model, PROMPTS)
 
 
 def _first_mismatch(a: list[int], b: list[int]) -> str:
@@ -118,18 +123,23 @@ def test_method_is_token_identical(model_and_refs, tiny_factory, method, options
     assert accepted > 0, f"{method} never had a draft token accepted"
 
 
-@pytest.mark.parametrize("width,depth", [(1, 6), (2, 3), (3, 4), (4, 2)])
-def test_tree_verification_is_token_identical(model_and_refs, width, depth):
-    """Trees of several widths and depths, correct path hidden among random siblings."""
-    model, refs = model_and_refs
+def assert_trees_exact(model, prompts, refs, width: int, depth: int) -> None:
+    """Reference trees (correct path hidden among random siblings) give the reference output."""
     total_accepted = 0
-    for i, (prompt, ref) in enumerate(zip(PROMPTS, refs)):
+    for i, (prompt, ref) in enumerate(zip(prompts, refs)):
         drafter = ReferenceTreeDrafter(ref, VOCAB, seed=i, width=width, depth=depth)
         result = hasten.generate(model, prompt, method=drafter, max_new_tokens=MAX_NEW)
         out = result.sequences[0].tolist()
         assert out == ref, f"tree {width}x{depth}, prompt {i}: {_first_mismatch(out, ref)}"
         total_accepted += sum(result.stats.accepted)
-    assert total_accepted > len(PROMPTS)  # the trees did carry correct tokens
+    assert total_accepted > len(prompts)  # the trees did carry correct tokens
+
+
+@pytest.mark.parametrize("width,depth", [(1, 6), (2, 3), (3, 4), (4, 2)])
+def test_tree_verification_is_token_identical(model_and_refs, width, depth):
+    """Trees of several widths and depths, correct path hidden among random siblings."""
+    model, refs = model_and_refs
+    assert_trees_exact(model, PROMPTS, refs, width, depth)
 
 
 def test_partially_correct_chains_are_token_identical(model_and_refs):

@@ -245,3 +245,26 @@ def test_requantize_gguf_writes_a_model_that_decodes(tmp_path):
     plain = hasten.generate(model, ids, max_new_tokens=8, eos_token_id=[])
     assert plain.stats.new_tokens == 8
     model.close()
+
+
+def test_bench_audit_margin_replays_plain_decoding(gguf_model):
+    """The audit explains a mismatch with the baseline's margin as plain decoding computed
+    it (prompt in one batch, then one token per decode), not from one batched forward,
+    whose rows round differently on llama.cpp."""
+    import types
+
+    from hasten.bench.peers import Request
+    from hasten.bench.runner import BenchRunner
+
+    model, prompts = gguf_model
+    prompt = prompts[1]
+    prefix = _greedy_reference(model, prompt, 12, set())
+    runner = types.SimpleNamespace(model=None, variant_models={"llamacpp": model}, request=Request(1))
+    margin = BenchRunner._margin(runner, "ar@llamacpp", prompt, prefix)
+    target = model.engine_target()
+    cache = target.new_cache()
+    target.forward(cache, prompt, last_only=True)
+    for token in prefix:
+        logits = target.forward(cache, [token], last_only=True)[0]
+    top = torch.topk(logits.double(), 2).values
+    assert margin == pytest.approx(float(top[0] - top[1]))

@@ -123,8 +123,9 @@ class DraftBudget:
         return self._explore(best_depth)
 
     def _explore(self, best: int) -> int:
-        """``best`` (a depth or node count), or 1 when it is 0 for the ``explore_every``-th
-        time in a row, so the acceptance estimates can recover."""
+        """``best`` (a depth or node count), or 1 every ``explore_every``-th time it is 0
+        (counted over the request, not only in a row), so the acceptance estimates can
+        recover."""
         if best == 0 and self.config.explore_every:
             self.skipped += 1
             if self.skipped >= self.config.explore_every:
@@ -163,9 +164,28 @@ class DraftBudget:
                 best_n, best_rate = n, rate
         return sorted(order[:self._explore(best_n)])
 
-    def cut(self, draft: DraftTree) -> DraftTree:
+    def cut(self, draft: DraftTree, max_depth: int | None = None) -> DraftTree:
         """The draft cut to the nodes that pay for themselves (possibly empty): per node
-        when it carries ``node_scores`` and ``use_node_scores``, else at one depth."""
+        when it carries ``node_scores`` and ``use_node_scores``, else at one depth.
+
+        A sampled draft (``draft_probs`` set, verified with the speculative sampling rule)
+        is cut at min(its depth, D*), where D* is the best depth of the deepest draft the
+        drafter could have made (``max_depth`` levels as wide as its first level), never
+        of the draft it did make: whether a sampled token is verified must not depend on
+        that token or later ones, or the output distribution is biased (a drafter's own
+        confidence stop only looks at tokens already drafted, so it keeps the rule exact).
+
+        Raises:
+            ValueError: a sampled draft without ``max_depth``.
+        """
+        if draft.draft_probs is not None:
+            if max_depth is None:
+                raise ValueError("cutting a sampled draft needs max_depth (the deepest draft possible)")
+            depths = tree_layout(draft.parents).depths[1:]
+            width = sum(1 for d in depths if d == 1)
+            profile = [d for d in range(1, max(max_depth, 1) + 1) for _ in range(width)]
+            depth = min(self.choose_depth(profile), max(depths))
+            return DraftTree.chain([]) if depth == 0 else draft.truncated(depth, self.config.max_nodes)
         if draft.node_scores is not None and self.config.use_node_scores:
             return draft.subset(self.choose_nodes(draft))
         depths = tree_layout(draft.parents).depths[1:]

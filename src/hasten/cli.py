@@ -17,37 +17,71 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="hasten: lossless acceleration of generative models.")
 
 
-def parse_options(method: str, pairs: list[str]) -> dict[str, Any]:
-    """``["max_ngram=4", "adaptive=false"]`` -> typed config fields of ``method``.
+def _convert(raw: str, hint: Any) -> Any:
+    """``raw`` as a value of the type ``hint`` (bool, int, float, str, an optional of
+    those, or a tuple / frozenset / list of numbers written comma-separated); text for any
+    other type.
 
-    Bool, int and float fields are converted; any other field takes the text, or None
-    for ``none`` (e.g. ``skip_cache=none``: keep no skip-set cache).
+    Raises:
+        ValueError: ``raw`` is not a value of that type.
+    """
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw.lower() == "none" and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:
+            try:
+                return _convert(raw, option)
+            except ValueError:
+                continue
+        return _convert(raw, options[-1])
+    if hint is bool:
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(raw)
+        return raw.lower() in ("true", "1", "yes")
+    if hint in (int, float):
+        return hint(raw)
+    if origin in (tuple, list, frozenset, set) and args and args[0] in (int, float):
+        return origin(args[0](part) for part in raw.split(",") if part.strip())
+    return None if raw.lower() == "none" else raw
+
+
+def parse_options(method: str, pairs: list[str]) -> dict[str, Any]:
+    """``["max_ngram=4", "adaptive=false", "exit_layer=8", "widths=4,2,1"]`` -> typed
+    config fields of ``method``.
+
+    Values are converted to the field's annotated type: bool, int, float, optionals of
+    those (``none`` gives None, e.g. ``skip_cache=none``: keep no skip-set cache), and
+    comma-separated numbers for tuple/frozenset fields; any other field takes the text.
 
     Raises:
         ValueError: malformed pair, unknown field, or a value of the wrong type.
     """
+    import typing
+
     from .drafters import get_method
 
-    fields = {f.name: f for f in dataclasses.fields(get_method(method).config_cls)}
+    config_cls = get_method(method).config_cls
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # an annotation that does not resolve: fall back to the defaults' types
+        hints = {}
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or key not in fields:
             raise ValueError(f"{pair!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
         default = fields[key].default
+        hint = hints.get(key, type(default) if isinstance(default, (bool, int, float)) else str)
         try:
-            if isinstance(default, bool):
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(raw)
-                out[key] = raw.lower() in ("true", "1", "yes")
-            elif isinstance(default, int):
-                out[key] = int(raw)
-            elif isinstance(default, float):
-                out[key] = float(raw)
-            else:
-                out[key] = None if raw.lower() == "none" else raw
+            out[key] = _convert(raw, hint)
         except ValueError:
-            raise ValueError(f"{key}: {raw!r} is not a valid {type(default).__name__}") from None
+            raise ValueError(f"{key}: {raw!r} is not a valid {getattr(hint, '__name__', None) or hint}") from None
     return out
 
 
@@ -100,6 +134,8 @@ def generate(
     options = parse_options(method, set_) if method else {}
     if set_ and not method:
         raise ValueError("--set needs --method")
+    if draft_model is not None and not method:
+        raise ValueError("--draft-model needs --method (draft_model, or another method that takes one)")
     if method:
         hasten.drafters.get_method(method)  # unknown names fail before any model loads
     if backend not in ("transformers", "llamacpp"):

@@ -18,12 +18,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from . import kv
 
-__all__ = ["CostCurve", "measure_forward_cost", "load_or_measure"]
+__all__ = ["CostCurve", "time_sizes", "measure_forward_cost", "load_or_measure"]
 
 DEFAULT_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 
@@ -83,15 +84,41 @@ class CostCurve:
         return cls(tuple(data["sizes"]), tuple(data["seconds"]))
 
 
+def time_sizes(timed_forward: Callable[[int], float], sizes, repeats: int = 5) -> tuple[float, ...]:
+    """Median seconds per size of ``timed_forward(size)`` (which runs one forward over
+    ``size`` tokens and returns its own elapsed seconds), timed in rounds that visit every
+    size once, in alternating directions, after one untimed warm-up round.
+
+    Interleaving matters on a shared CPU: timing each size's repeats back to back lets a
+    slow spell (clock change, a background job) land on a few neighbouring sizes and bend
+    the curve (a measured 16-token forward slower than a 32-token one), which then
+    misleads draft sizing and the oracle; in rounds, drift hits every size alike.
+
+    Raises:
+        ValueError: ``repeats`` < 1.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    sizes = list(sizes)
+    times: dict[int, list[float]] = {size: [] for size in sizes}
+    for round_ in range(repeats + 1):
+        for size in (sizes if round_ % 2 == 0 else reversed(sizes)):
+            elapsed = timed_forward(size)
+            if round_:
+                times[size].append(elapsed)
+    return tuple(statistics.median(times[size]) for size in sizes)
+
+
 def measure_forward_cost(model: torch.nn.Module, sizes=DEFAULT_SIZES, context: int = 256,
                          repeats: int = 5) -> CostCurve:
-    """Time target forwards over ``size`` new tokens on a ``context``-token KV cache.
+    """Time target forwards over ``size`` new tokens on a ``context``-token KV cache
+    (rounds over all sizes, see :func:`time_sizes`).
 
     Args:
         model: the target causal LM.
         sizes: token counts to measure (ascending, first 1).
         context: cached tokens before each measured forward.
-        repeats: timed forwards per size (the median is kept), after one warm-up.
+        repeats: timed forwards per size (the median is kept), after one warm-up round.
 
     Returns:
         :class:`CostCurve`.
@@ -100,23 +127,21 @@ def measure_forward_cost(model: torch.nn.Module, sizes=DEFAULT_SIZES, context: i
     vocab = model.get_output_embeddings().weight.shape[0]
     gen = torch.Generator().manual_seed(0)
     prefix = torch.randint(0, vocab, (1, context), generator=gen).to(device)
+    inputs = {size: torch.randint(0, vocab, (1, size), generator=gen).to(device) for size in sizes}
     kw = kv.cache_kwarg(model)
-    seconds = []
     with torch.inference_mode():
         cache = kv.new_cache(model)
         model(input_ids=prefix, use_cache=True, **{kw: cache})
-        for size in sizes:
-            ids = torch.randint(0, vocab, (1, size), generator=gen).to(device)
-            times = []
-            for i in range(repeats + 1):
-                start = time.perf_counter()
-                model(input_ids=ids, use_cache=True, **{kw: cache})
-                elapsed = time.perf_counter() - start
-                kv.rollback(cache, context)
-                if i:
-                    times.append(elapsed)
-            seconds.append(statistics.median(times))
-    return CostCurve(tuple(sizes), tuple(seconds))
+
+        def timed_forward(size: int) -> float:
+            start = time.perf_counter()
+            model(input_ids=inputs[size], use_cache=True, **{kw: cache})
+            elapsed = time.perf_counter() - start
+            kv.rollback(cache, context)
+            return elapsed
+
+        seconds = time_sizes(timed_forward, sizes, repeats)
+    return CostCurve(tuple(sizes), seconds)
 
 
 def _fingerprint(model: torch.nn.Module, context: int) -> str:

@@ -53,8 +53,10 @@ class GenerationStats:
         forward_passes: target forwards, prefill included.
         forward_seconds: wall seconds inside those forwards (a drafter's own model calls
             are not included: they are drafting cost).
-        drafted / accepted: per verification step, draft nodes verified and draft tokens
-            accepted (the bonus token excluded).
+        drafted / accepted / committed: per verification step, draft nodes verified,
+            draft tokens accepted and kept (the bonus token excluded), and tokens kept
+            (accepted + bonus, cut at eos / a stop string / the token budget: tokens the
+            target accepted after eos are not counted).
         prefill_seconds: the prompt forward (seconds; plain decoding includes the first
             token, speculative paths prefill all but the last prompt token).
         decode_seconds: the rest (seconds).
@@ -69,6 +71,7 @@ class GenerationStats:
     forward_seconds: float = 0.0
     drafted: list[int] = field(default_factory=list)
     accepted: list[int] = field(default_factory=list)
+    committed: list[int] = field(default_factory=list)
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     finish_reason: str = ""
@@ -82,7 +85,7 @@ class GenerationStats:
     @property
     def mean_accepted_tokens(self) -> float:
         """tau: tokens committed per verification step (accepted + bonus); 1.0 for plain decoding."""
-        return (sum(self.accepted) + self.steps) / self.steps if self.steps else 1.0
+        return sum(self.committed) / self.steps if self.steps else 1.0
 
     @property
     def total_seconds(self) -> float:
@@ -196,11 +199,13 @@ class _Target:
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.context_length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.windows = kv.attention_windows(model)
+        self.layer_types = getattr(config, "layer_types", None)
         self.forwards = 0
         self.forward_seconds = 0.0
 
-    def forward(self, cache, tokens: list[int], *, last_only: bool = False,
-                position_ids: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, cache, tokens: list[int], *, last_only: bool = False, position_ids: torch.Tensor | None = None,
+                mask: torch.Tensor | dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (rows, V) for ``tokens`` appended to ``cache`` (rows = 1 if last_only)."""
         kwargs: dict[str, Any] = {"use_cache": True}
         if last_only and self.keeps_logits:
@@ -250,15 +255,49 @@ class _Target:
     def eos_ids(self, eos_token_id) -> set[int]:
         return _eos_ids(self.model, eos_token_id)
 
-    def tree_inputs(self, start: int, draft: DraftTree) -> tuple[torch.Tensor, torch.Tensor]:
-        """Position ids (1, N+1) and 4-D additive mask (1, 1, N+1, start+N+1) for a tree."""
+    def tree_inputs(self, start: int, draft: DraftTree) -> tuple[torch.Tensor, torch.Tensor | dict[str, torch.Tensor]]:
+        """Position ids (1, N+1) and the 4-D additive mask (1, 1, N+1, start+N+1) for a tree.
+
+        Sliding-window layers (Gemma 2/3, Mistral, ...) get their own mask: a row at
+        position p also hides cached keys at positions <= p - window, and its width
+        matches the keys such a layer hands to attention (the last window - 1 + N + 1
+        once the cache is longer than the window). A model mixing full and sliding
+        layers gets ``{layer type: mask}`` (transformers' per-layer-type mask mapping).
+
+        Raises:
+            ValueError: layers with different windows but no ``config.layer_types`` to
+                say which mask each takes.
+        """
         layout = tree_layout(draft.parents)
-        positions = torch.tensor([start + d for d in layout.depths], device=self.device).unsqueeze(0)
+        depths = torch.tensor(layout.depths)
+        query_pos = start + depths
+        positions = query_pos.to(self.device).unsqueeze(0)
         dtype = next(self.model.parameters()).dtype
         n_rows = len(draft) + 1
         allowed = torch.cat([torch.ones(n_rows, start, dtype=torch.bool), layout.visible], dim=1)
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-        return positions, mask.to(self.device)[None, None]
+
+        def additive(visible: torch.Tensor) -> torch.Tensor:
+            mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
+            return mask.to(self.device)[None, None]
+
+        def for_window(window: int | None) -> torch.Tensor:
+            if window is None:
+                return additive(allowed)
+            key_pos = torch.cat([torch.arange(start), query_pos])
+            visible = allowed & (key_pos[None, :] > query_pos[:, None] - window)
+            return additive(visible[:, max(0, start - window + 1):])
+
+        windows = dict.fromkeys(self.windows)
+        if len(windows) == 1:
+            return positions, for_window(next(iter(windows)))
+        if not self.layer_types or len(self.layer_types) != len(self.windows):
+            raise ValueError("tree verification of a model whose layers have different attention windows needs "
+                             "config.layer_types to map each layer to its mask")
+        window_of: dict[str, int | None] = {}
+        for layer_type, window in zip(self.layer_types, self.windows):
+            if window_of.setdefault(layer_type, window) != window:
+                raise ValueError(f"layers of type {layer_type!r} have different attention windows")
+        return positions, {layer_type: for_window(window) for layer_type, window in window_of.items()}
 
 
 def stats_name(drafter) -> str:
@@ -292,9 +331,11 @@ def _prompt_list(input_ids) -> list[int]:
                 raise ValueError(f"batch size {input_ids.shape[0]}: hasten.generate decodes one sequence "
                                  "at a time (batch size 1); loop over prompts")
             input_ids = input_ids[0]
-        if input_ids.dtype not in (torch.int64, torch.int32):
+        if input_ids.dim() != 1:
+            raise ValueError(f"input_ids must have shape (1, T) or (T,), got {tuple(input_ids.shape)}")
+        if input_ids.numel() and input_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"input_ids must be integer token ids, got {input_ids.dtype}")
-        return input_ids.tolist()
+        return [int(t) for t in input_ids.tolist()]
     return [int(t) for t in input_ids]
 
 
@@ -306,7 +347,7 @@ def _plain_loop(target: _Target, cache, run: _Committer, params: SamplingParams,
     stats.prefill_seconds = time.perf_counter() - t0
     while not run.done:
         logits = target.forward(cache, run.tokens[-1:], last_only=True)
-        run.commit(_choose_next(logits, run, params, draws))
+        stats.committed.append(run.commit(_choose_next(logits, run, params, draws)))
         stats.accepted.append(0)
         stats.drafted.append(0)
 
@@ -373,16 +414,18 @@ def _speculative_loop(target: _Target, cache, run: _Committer, drafter, params: 
         if draft is not None and len(draft):
             draft = draft.truncated(max_depth, target.max_nodes(cache))
             if budget is not None:
-                draft = budget.cut(draft)
+                draft = budget.cut(draft, max_depth)
         draft = draft if draft is not None and len(draft) else DraftTree.chain([])
         path, nxt, row_tokens, scores = _verify(target, cache, run, draft, params, generator, draws)
         if budget is not None and len(draft):
             budget.observe_step(draft, path)
-        run.commit([draft.tokens[node] for node in path] + [nxt])
+        root_position = len(run.tokens) - 1
+        kept = run.commit([draft.tokens[node] for node in path] + [nxt])
         stats.drafted.append(len(draft))
-        stats.accepted.append(len(path))
+        stats.accepted.append(min(len(path), kept))  # tokens accepted past eos / a stop string are not kept
+        stats.committed.append(kept)
         if len(draft) or getattr(drafter, "observes_plain_steps", False):
-            drafter.on_accept(VerifiedStep(run.tokens, draft, path, nxt, row_tokens, scores))
+            drafter.on_accept(VerifiedStep(run.tokens, draft, path, nxt, row_tokens, scores, root_position))
 
 
 def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: int = 128,
@@ -434,8 +477,10 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
 
     Raises:
         ValueError: empty prompt, prompt not shorter than the model's context length,
-            ``max_new_tokens < 1``, batch size > 1, stop strings without a tokenizer, a
-            draft model with another vocabulary, invalid sampling parameters.
+            ``max_new_tokens < 1``, batch size > 1, a prompt tensor of another rank,
+            stop strings without a tokenizer, a draft model with another vocabulary,
+            ``draft_model`` / ``method_options`` without a method, invalid sampling
+            parameters.
         hasten.drafters.UnknownMethodError: an unknown method name.
         ValueError: a method that runs the target's own layers (``layer_skip``,
             ``early_exit``, ``hierarchical``) on a backend model.
@@ -443,6 +488,9 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     """
     params = SamplingParams(do_sample, temperature, top_k, top_p, repetition_penalty)
     options = dict(method_options or {})
+    if method is None and (draft_model is not None or options):
+        raise ValueError("draft_model= and method_options= need a method (e.g. method='draft_model'); "
+                         "plain decoding (method=None) takes neither")
     if draft_model is not None:
         options["draft_model"] = draft_model
     drafter = None if method is None else build_drafter(method, **options)

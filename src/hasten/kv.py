@@ -16,7 +16,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["new_cache", "cache_length", "rollback", "keep_rows", "cache_kwarg", "PreallocatedLayer"]
+__all__ = ["new_cache", "attention_windows", "cache_length", "rollback", "keep_rows", "cache_kwarg",
+           "PreallocatedLayer"]
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:
@@ -112,6 +113,14 @@ def new_cache(model: torch.nn.Module, preallocate: bool = False) -> DynamicCache
             raise ValueError(f"{type(layer).__name__} cache layers cannot be rolled back; "
                              "speculative decoding needs an attention KV cache")
     return cache
+
+
+def attention_windows(model: torch.nn.Module) -> list[int | None]:
+    """Per decoder layer, the sliding window of a sliding-window attention layer (a key
+    at position j is visible from position p when p - window < j <= p), or None for full
+    attention, as the layers of :func:`new_cache` will hold them."""
+    return [layer.sliding_window if getattr(layer, "is_sliding", False) else None
+            for layer in DynamicCache(config=model.config).layers]
 
 
 def cache_length(cache: DynamicCache) -> int:

@@ -54,6 +54,36 @@ def test_quick_end_to_end_on_tiny_random(tmp_path, restore_threads):
     assert again.exit_code == 0 and (out / "report.md").is_file()
 
 
+def test_resume_with_other_settings_is_refused_before_any_model_loads(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    base = ["bench", "--quick", "--dataset", "smoke", "--model", "tiny-random", "--methods", "ar,prompt_lookup",
+            "--max-new-tokens", "8", "--threads", "1", "--warmup", "0", "--out", str(out),
+            "--cost-cache", str(tmp_path / "cost.json"), "--no-progress"]
+    threads = torch.get_num_threads()
+    try:
+        first = CliRunner().invoke(app, base)
+    finally:
+        torch.set_num_threads(threads)
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    loads = []
+
+    def count_and_stop(*args):
+        loads.append(args)
+        raise RuntimeError("model load")
+
+    monkeypatch.setattr(bench_cli, "_load_target", count_and_stop)
+    refused = {"method_options": ["--resume", "--method-option", "prompt_lookup.max_ngram=2"],
+               "max_new_tokens": ["--resume", "--max-new-tokens", "9"],
+               "peer_options": ["--resume", "--prompt-lookup-num-tokens", "3"],
+               "already holds": []}  # no --resume: records exist
+    for message, extra in refused.items():
+        result = CliRunner().invoke(app, base + extra)
+        assert isinstance(result.exception, ValueError) and message in str(result.exception), (extra, result.exception)
+    assert loads == []
+    same = CliRunner().invoke(app, base + ["--resume"])  # the same settings pass the early check
+    assert "model load" in str(same.exception) and len(loads) == 1
+
+
 def test_unknown_method_fails_before_model_load(tmp_path, no_model_load):
     result = CliRunner().invoke(app, ["bench", "--quick", "--methods", "ar,warp_drive", "--out", str(tmp_path)])
     assert isinstance(result.exception, UnknownMethodError) and "warp_drive" in str(result.exception)

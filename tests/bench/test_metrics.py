@@ -115,3 +115,29 @@ def test_oracle_speedup_from_a_cost_curve():
     curve = CostCurve((1, 2, 4), (0.040, 0.044, 0.080))
     assert curve.oracle_speedup() == (pytest.approx(2.0), 3)
     assert curve.oracle_speedup(max_draft=1) == (pytest.approx(2 / 1.1), 1)
+
+
+def test_specbench_speedup_averages_per_question_speeds():
+    recs = [gen("ar", "A", 100, 2.0), gen("pl", "A", 100, 1.0),  # 50 vs 100 tok/s
+            gen("ar", "B", 10, 1.0), gen("pl", "B", 10, 1.0),  # 10 vs 10 tok/s
+            # a two-turn question counts once, its turns summed: ar 30 tokens / 3 s, pl 30 / 2 s
+            gen("ar", "C", 20, 2.0, turn=0), gen("ar", "C", 10, 1.0, turn=1),
+            gen("pl", "C", 20, 1.0, turn=0), gen("pl", "C", 10, 1.0, turn=1),
+            gen("ar", "D", 10, 1.0, turn=0), gen("ar", "D", 10, 1.0, turn=1),
+            gen("pl", "D", 10, 1.0, turn=0)]  # D: pl lacks a turn, so D is left out for both
+    ar, pl = metrics.generations(recs, "ar"), metrics.generations(recs, "pl")
+    # per question: pl 100, 10, 15 tok/s (mean 125/3); ar 50, 10, 10 (mean 70/3)
+    assert metrics.specbench_speedup(pl, ar) == pytest.approx(125 / 70)
+    # the ratio of sums pairs turns (D's shared first turn included): pl 150 tokens / 5 s, ar 150 / 7 s
+    assert metrics.speedup(pl, ar) == pytest.approx(7 / 5)
+    assert metrics.specbench_speedup(pl, []) is None
+
+
+def test_oracle_column_only_where_the_cost_curve_was_measured():
+    from hasten.bench.report import _oracle
+
+    meta = {"dtype": "float32", "oracle": {"speedup": 9.0},
+            "contenders": {"llamacpp": {"uses_target": False}, "trie": {"uses_target": True}}}
+    assert _oracle(meta, "trie") == 9.0
+    assert _oracle(meta, "trie@bfloat16") is None  # another dtype has another curve
+    assert _oracle(meta, "llamacpp") is None  # another engine

@@ -50,6 +50,11 @@ def test_transformers_peers_match_plain_decoding(tiny):
         assert out.new_ids == outs["ar"].new_ids, name
         assert out.forward_passes is not None and 1 <= out.forward_passes <= len(out.new_ids)
     assert outs["hf_greedy"].forward_passes == len(outs["hf_greedy"].new_ids)
+    # transformers' assisted decoding verifies candidates in its very first forward, with the
+    # prompt: every forward is a step and tau = tokens / forwards (not (tokens - 1) / (forwards - 1))
+    for name in ("hf_prompt_lookup", "hf_assisted"):
+        assert outs[name].prefill_tokens == 0 and outs[name].steps == outs[name].forward_passes, name
+    assert outs["hf_greedy"].prefill_tokens == 1 and outs["hf_greedy"].steps is None
     assert model.generation_config is not ctx.draft.generation_config  # transformers may edit the draft's
 
 

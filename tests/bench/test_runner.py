@@ -184,6 +184,52 @@ def test_audit_finds_the_first_difference_and_its_margin(tiny, tmp_path):
     assert "`off_by_one`: 1 question turn(s) differ" in text
 
 
+def test_audit_margin_is_taken_on_the_penalized_scores_greedy_chose_from(tiny, tmp_path):
+    from hasten.bench.peers import Request
+    from hasten.sampling import SamplingParams
+
+    model, tok = tiny
+    clock = tick_clock()
+    sampling = SamplingParams(repetition_penalty=1.5)
+    plain = build_contenders(["ar"], PeerContext(model, "tiny-random", clock))
+    settings = BenchSettings(max_new_tokens=12, warmup=0, request=Request(1, sampling))
+    runner = BenchRunner(model, tok, plain + [OffByOne(plain[0], 3, len(tok))], settings, tmp_path, clock=clock,
+                         progress=False)
+    runner.prepare(META, resume=False)
+    runner.run(QUESTIONS[1:2])
+    records = read_records(tmp_path / RECORDS_FILE)
+    bad = next(r for r in records if r["kind"] == "audit")
+    base = next(r for r in records if r["kind"] == "generation" and r["method"] == "ar")
+    history = encode_chat(tok, build_messages(QUESTIONS[1].turns, [])) + base["output_ids"][:3]
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([history])).logits[0, -1].double()
+    seen = torch.zeros_like(logits, dtype=torch.bool)
+    seen[torch.tensor(history)] = True  # penalty by hand: divide positive scores, multiply negative ones
+    scores = torch.where(seen, torch.where(logits < 0, logits * 1.5, logits / 1.5), logits)
+    top = torch.topk(scores, 2).values
+    assert bad["first_diff"] == 3 and bad["margin"] == pytest.approx(float(top[0] - top[1]), rel=1e-5)
+
+
+def test_a_failing_margin_forward_still_records_the_mismatch(tiny, tmp_path, monkeypatch):
+    model, tok = tiny
+    plain = build_contenders(["ar"], PeerContext(model, "tiny-random", tick_clock()))[0]
+    runner = make_runner(tiny, tmp_path, names=("ar",), extra=[OffByOne(plain, 2, len(tok))])
+    outcomes = iter([RuntimeError("out of memory"), float("nan")])
+
+    def margin(*args):
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(runner, "_margin", margin)
+    start(runner)
+    runner.run(QUESTIONS[1:3])  # two turns, two mismatches: the margin forward raises, then gives NaN
+    audits = [r for r in read_records(tmp_path / RECORDS_FILE) if r["kind"] == "audit"]
+    assert [(a["exact"], a["first_diff"], a["margin"]) for a in audits] == [(False, 2, None), (False, 2, None)]
+    assert [a["margin_error"] for a in audits] == ["RuntimeError: out of memory", "non-finite margin nan"]
+
+
 def test_dtype_variant_is_audited_against_plain_decoding_in_its_dtype(tiny, tmp_path):
     """``prompt_lookup@float64`` runs on a float64 copy and is compared with ``ar@float64``;
     ``hf_greedy@float64`` too. The audit records name that baseline."""

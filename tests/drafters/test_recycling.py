@@ -78,6 +78,17 @@ def test_on_accept_recycles_top_k_of_every_row():
     assert drafter.adjacency.get(4) == [2]  # tokens the processed scores rule out are not kept
 
 
+def test_a_step_without_a_proposal_recycles_under_its_own_root():
+    """On a generation's last step the engine asks for no draft (one token left), so the
+    drafter's last proposal is a step behind: the row must go to the step's own root."""
+    drafter = _begin([3, 4], top_k=2, widths=(2, 1), rank_prior=(0.6, 0.3), probe=0)
+    drafter.propose([3, 4], 5)  # saw root 4
+    tokens = [3, 4, 7, 8]  # then 7 was committed, and 8 on a plain last step with root 7
+    scores = torch.tensor([[0.0, 0.1, 0.9, 0.3, 0.0, 0.0]])  # after 7: top-2 = 2, 3
+    drafter.on_accept(VerifiedStep(tokens, DraftTree.chain([]), [], 8, [2], scores, root_position=2))
+    assert drafter.adjacency.get(7) == [2, 3] and drafter.adjacency.get(4) == []
+
+
 def test_probe_when_the_root_is_unknown():
     drafter = _begin([5, 5, 6], probe=2)
     tree = drafter.propose([5, 5, 6], 4)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,28 +271,27 @@ class LlamaCppModel:
 
     def measure_cost(self, sizes, context: int = 256, repeats: int = 5):
         """Seconds per ``llama_decode`` of ``size`` tokens (all logits returned, as in
-        verification) after a ``context``-token prefix; median of ``repeats``."""
-        from ..cost import CostCurve
+        verification) after a ``context``-token prefix; median of ``repeats``, timed in
+        rounds over all sizes (:func:`hasten.cost.time_sizes`)."""
+        from ..cost import CostCurve, time_sizes
 
         gen = torch.Generator().manual_seed(0)
         cache = self.new_cache()
         prefix = torch.randint(0, self.vocab_size, (context,), generator=gen).tolist()
+        inputs = {size: torch.randint(0, self.vocab_size, (size,), generator=gen).tolist() for size in sizes}
         target = self.engine_target()
         target.forward(cache, prefix, last_only=True)
-        seconds = []
-        for size in sizes:
-            ids = torch.randint(0, self.vocab_size, (size,), generator=gen).tolist()
-            times = []
-            for i in range(repeats + 1):
-                start = time.perf_counter()
-                target.forward(cache, ids)
-                elapsed = time.perf_counter() - start
-                target.rollback(cache, context)
-                if i:
-                    times.append(elapsed)
-            seconds.append(statistics.median(times))
+
+        def timed_forward(size: int) -> float:
+            start = time.perf_counter()
+            target.forward(cache, inputs[size])
+            elapsed = time.perf_counter() - start
+            target.rollback(cache, context)
+            return elapsed
+
+        seconds = time_sizes(timed_forward, sizes, repeats)
         self.new_cache()
-        return CostCurve(tuple(sizes), tuple(seconds))
+        return CostCurve(tuple(sizes), seconds)
 
 
 class LlamaCppTarget:

@@ -24,7 +24,7 @@ from .datasets import HUMANEVAL, SPEC_BENCH_SOURCE, DatasetError, Question, load
 from .peers import PeerContext, Request, build_contenders, check_methods, split_variant
 from .records import RECORDS_FILE, read_meta, read_records
 from .report import render_report, text_table
-from .runner import BenchRunner, BenchSettings
+from .runner import BenchRunner, BenchSettings, check_resume
 from .tiny import TINY_RANDOM, tiny_random
 
 __all__ = ["BenchPlan", "execute", "run_method_options", "add_commands", "QUICK_METHODS", "DEFAULT_METHODS"]
@@ -126,26 +126,32 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
 
 
-def _meta(plan: BenchPlan, names, notes, contenders, questions, oracle) -> dict[str, Any]:
-    import torch
-    import transformers
-
-    import hasten
-
+def _protocol(plan: BenchPlan, names, questions) -> dict[str, Any]:
+    """The meta.json fields known before any model loads (checked early on --resume)."""
     s = plan.settings.request.sampling
-    return {"model": plan.model, "dtype": plan.dtype, "methods": list(names), "notes": notes,
-            "contenders": {c.name: c.describe() for c in contenders},
+    return {"model": plan.model, "dtype": plan.dtype, "methods": list(names),
             "max_new_tokens": plan.settings.max_new_tokens, "runs": plan.settings.runs,
             "warmup": plan.settings.warmup, "max_turns": plan.settings.max_turns,
             "sampling": {"greedy": s.greedy, "do_sample": s.do_sample, "temperature": s.temperature,
                          "top_k": s.top_k, "top_p": s.top_p, "repetition_penalty": s.repetition_penalty,
                          "seed": plan.settings.request.seed},
             "method_options": {k: {f: repr(v) for f, v in o.items()} for k, o in plan.method_options.items()},
-            "draft_model": plan.draft_model, "datasets": list(plan.datasets),
-            "questions": [[q.subtask, q.question_id] for q in questions], "oracle": oracle,
-            "machine": _machine(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": plan.command, "versions": {"hasten": hasten.__version__, "torch": torch.__version__,
-                                                  "transformers": transformers.__version__}}
+            "draft_model": plan.draft_model,
+            "peer_options": {"prompt_lookup_num_tokens": plan.prompt_lookup_tokens, "gguf": plan.gguf},
+            "datasets": list(plan.datasets), "questions": [[q.subtask, q.question_id] for q in questions]}
+
+
+def _meta(plan: BenchPlan, names, notes, contenders, questions, oracle) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    import hasten
+
+    return _protocol(plan, names, questions) | {
+        "notes": notes, "contenders": {c.name: c.describe() for c in contenders}, "oracle": oracle,
+        "machine": _machine(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": plan.command, "versions": {"hasten": hasten.__version__, "torch": torch.__version__,
+                                              "transformers": transformers.__version__}}
 
 
 def _oracle(model, cost_cache: Path | None, fresh: bool) -> dict[str, Any]:
@@ -192,6 +198,7 @@ def execute(plan: BenchPlan) -> Path:
         if method not in {split_variant(n)[0] for n in names} or method == "ar":
             raise ValueError(f"--method-option for {method!r}, which is not a hasten method in --methods")
     questions = load_questions(plan.datasets, plan.subtasks, plan.per_subtask)
+    check_resume(plan.out, _protocol(plan, names, questions), plan.resume)  # before minutes of loading
     model, tokenizer = _load_target(plan.model, plan.dtype)
     oracle = _oracle(model, plan.cost_cache, plan.fresh_cost)
     contexts: dict[str | None, PeerContext] = {}

@@ -1,7 +1,7 @@
 """Benchmark metrics: pure functions over raw records (see :mod:`hasten.bench.records`).
 
-Every figure is a ratio of sums over the records it covers (Spec-Bench's convention:
-long answers weigh more than short ones), and every method is counted the same way:
+Every figure is a ratio of sums over the records it covers (long answers weigh more than
+short ones: the throughput a user waits through), and every method is counted the same way:
 
 * tokens/s = generated token ids / wall seconds, prefill included.
 * speedup = tokens/s of the method / tokens/s of plain decoding (``ar``) over the question
@@ -9,13 +9,19 @@ long answers weigh more than short ones), and every method is counted the same w
 * mean accepted tokens (tau) = tokens committed per verification step, tokens produced
   by the prefill forward excluded: sum(new_tokens - prefill_tokens) / sum(steps), where
   steps = target forwards after the prefill and prefill_tokens is 1 for plain decoding
-  and the peers, 0 for hasten's speculative paths (their first step already drafts).
+  and transformers greedy, 0 for hasten's speculative paths (their first step already
+  drafts) and for transformers' assisted decoding (whose first forward prefills and
+  verifies candidates at once, so every forward is a step).
   Plain decoding has tau = 1.
 * forward passes per token = target forwards (prefill included) / generated tokens.
 * overhead = (wall seconds - seconds inside target forwards) / verification steps, in ms:
   what drafting, acceptance and bookkeeping cost per step.
 * oracle speedup: what a drafter that is always right reaches on this hardware, from the
   measured forward cost curve (:meth:`hasten.cost.CostCurve.oracle_speedup`).
+* Spec-Bench's own speedup formula (its ``evaluation/speed.py``) differs: it takes each
+  question's tokens/s (turns summed), averages those per method, and divides the two
+  averages, so short answers weigh as much as long ones. :func:`specbench_speedup`
+  computes it for comparison with figures published that way.
 
 Figures a record cannot support (a llama.cpp peer has no forward counter) are None.
 """
@@ -29,7 +35,8 @@ import torch
 
 from .records import item_key
 
-__all__ = ["Summary", "OVERALL", "generations", "tokens_per_second", "speedup", "mean_accepted_tokens",
+__all__ = ["Summary", "OVERALL", "generations", "tokens_per_second", "speedup", "specbench_speedup",
+           "mean_accepted_tokens",
            "forward_passes_per_token", "overhead_ms_per_step", "summarize", "exact_match", "agreement",
            "mismatches", "first_difference", "top2_margin", "subtasks_in", "methods_in"]
 
@@ -95,6 +102,31 @@ def speedup(method_recs: Sequence[Record], baseline_recs: Sequence[Record]) -> f
         return None
     ours, theirs = tokens_per_second([m for m, _ in pairs]), tokens_per_second([b for _, b in pairs])
     return ours / theirs if ours is not None and theirs else None
+
+
+def specbench_speedup(method_recs: Sequence[Record], baseline_recs: Sequence[Record]) -> float | None:
+    """Speedup by Spec-Bench's formula: mean over questions of the method's tokens/s
+    (a question's turns summed) / the same mean for the baseline, over the questions
+    (per run) whose turns both finished alike.
+
+    Example: question A method 100 tokens in 1 s (100 tok/s), baseline 100 in 2 s (50);
+    question B method 10 in 1 s (10), baseline 10 in 1 s (10) -> (100 + 10) / 2 over
+    (50 + 10) / 2 = 1.833 (the ratio of sums gives 110 / 2 over 110 / 3 = 1.5).
+    """
+    def per_question(recs):
+        grouped: dict[tuple, dict[Any, Record]] = {}
+        for r in recs:
+            run, subtask, question, turn = item_key(r)
+            grouped.setdefault((run, subtask, question), {})[turn] = r
+        return grouped
+
+    ours, theirs = per_question(method_recs), per_question(baseline_recs)
+    shared = [q for q in ours if q in theirs and ours[q].keys() == theirs[q].keys()]
+    speeds = [(tokens_per_second(list(ours[q].values())), tokens_per_second(list(theirs[q].values()))) for q in shared]
+    speeds = [(a, b) for a, b in speeds if a is not None and b is not None]
+    if not speeds:
+        return None
+    return sum(a for a, _ in speeds) / sum(b for _, b in speeds)
 
 
 def mean_accepted_tokens(recs: Sequence[Record]) -> float | None:

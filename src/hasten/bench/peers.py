@@ -81,6 +81,7 @@ class Outcome:
     finish_reason: str | None = None
     drafter: dict[str, Any] = field(default_factory=dict)
     prefill_tokens: int = 1  # tokens the prefill forward produced (0 when the first step already drafts)
+    steps: int | None = None  # verification steps; None = forward_passes - 1 (one prefill forward)
 
 
 class Contender(ABC):
@@ -187,7 +188,7 @@ class HastenContender(Contender):
         return Outcome(result.sequences[0, len(prompt_ids):].tolist(), st.forward_passes, forward_seconds,
                        st.prefill_seconds, st.decode_seconds, list(st.accepted), list(st.drafted),
                        st.finish_reason, dict(st.drafter),
-                       prefill_tokens=st.new_tokens - sum(a + 1 for a in st.accepted))
+                       prefill_tokens=st.new_tokens - sum(st.committed))
 
 
 class HFContender(Contender):
@@ -216,6 +217,9 @@ class HFContender(Contender):
                                       eos_token_id=eos, pad_token_id=eos[0] if eos else 0, **kwargs, **self.extra)
         new = out[0, len(prompt_ids):].tolist()
         reason = "eos" if new and new[-1] in request.eos_token_ids else "max_new_tokens"
+        if self.extra:  # assisted decoding: its first forward is the prefill *and* verifies candidates
+            return Outcome(new, self.timer.calls, self.timer.seconds, finish_reason=reason, prefill_tokens=0,
+                           steps=self.timer.calls)
         return Outcome(new, self.timer.calls, self.timer.seconds, finish_reason=reason)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .datasets import HUMANEVAL, SUBTASKS
-from .metrics import (OVERALL, agreement, exact_match, generations, methods_in, mismatches, speedup,
-                      subtasks_in, summarize)
+from .metrics import (OVERALL, agreement, exact_match, generations, methods_in, mismatches, specbench_speedup,
+                      speedup, subtasks_in, summarize)
 from .peers import baseline_of
 from .records import RECORDS_FILE, read_meta, read_records
 
@@ -45,8 +45,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _oracle(meta: dict[str, Any], method: str) -> float | None:
+    """The run's oracle for contenders on the main model in the main dtype (the curve
+    was measured there); None for other engines and for ``NAME@DTYPE`` variants."""
     info = meta.get("contenders", {}).get(method, {})
     oracle = meta.get("oracle") or {}
+    variant = method.partition("@")[2]
+    if variant and variant != meta.get("dtype"):  # names in meta are canonical: "trie@bfloat16"
+        return None
     return oracle.get("speedup") if info.get("uses_target", True) else None
 
 
@@ -90,6 +95,15 @@ def _subtask_table(records, methods, subtasks, field: str, fmt: str, suffix: str
     rows = []
     for m in methods:
         cells = [_num(getattr(summarize(records, m, s), field), fmt, suffix) for s in [*subtasks, OVERALL]]
+        rows.append([f"`{m}`", *cells])
+    return _table(["method", *subtasks, OVERALL], rows)
+
+
+def _specbench_table(records, methods, subtasks) -> list[str]:
+    rows = []
+    for m in methods:
+        cells = [_num(specbench_speedup(generations(records, m, s), generations(records, "ar", s)), ".2f", "x")
+                 for s in [*subtasks, OVERALL]]
         rows.append([f"`{m}`", *cells])
     return _table(["method", *subtasks, OVERALL], rows)
 
@@ -157,6 +171,10 @@ def report_markdown(meta: dict[str, Any], records: list[dict[str, Any]], plots: 
         return "\n".join(lines + ["No records yet.", ""])
     lines += _main_table(meta, records, methods)
     lines += ["", "### Speedup vs `ar` per subtask", "", *_subtask_table(records, methods, subtasks, "speedup", ".2f", "x")]
+    lines += ["", "### Speedup by Spec-Bench's formula", "",
+              "Mean of per-question tokens/s over the mean for `ar` (Spec-Bench's `speed.py`: short answers "
+              "weigh as much as long ones); the tables above use total tokens over total seconds.", "",
+              *_specbench_table(records, methods, subtasks)]
     lines += ["", "### Tokens per second per subtask", "",
               *_subtask_table(records, methods, subtasks, "tokens_per_second", ".1f")]
     lines += ["", "### Mean accepted tokens (τ) per subtask", "",

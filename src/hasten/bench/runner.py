@@ -22,6 +22,7 @@ every record already on disk.
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,11 +36,41 @@ from .metrics import first_difference, top2_margin
 from .peers import Contender, Request, baseline_of, split_variant
 from .records import RECORDS_FILE, RecordLog, read_meta, read_records, record_key, write_meta
 
-__all__ = ["BenchSettings", "BenchRunner", "RunResult", "rotated", "sha1_of", "PROTOCOL_FIELDS"]
+__all__ = ["BenchSettings", "BenchRunner", "RunResult", "rotated", "sha1_of", "PROTOCOL_FIELDS", "check_resume"]
 
-# meta.json fields that must match for --resume to continue a run
-PROTOCOL_FIELDS = ("model", "dtype", "methods", "max_new_tokens", "runs", "sampling", "questions", "max_turns")
-# (the compile outcome is recorded in meta.json but not compared: compile times differ run to run)
+# meta.json fields that must match for --resume to continue a run: records made under
+# other settings (a method option, the draft model, a peer's draft length or GGUF file, an
+# engine version or precision) would be averaged into the same row
+PROTOCOL_FIELDS = ("model", "dtype", "methods", "max_new_tokens", "runs", "sampling", "questions", "max_turns",
+                   "method_options", "draft_model", "peer_options", "contenders")
+# (the compile outcome is recorded in meta.json but not compared: compile times differ run to run;
+# whether hasten contenders were compiled is part of their "precision" in "contenders")
+
+
+def check_resume(out_dir: Path, meta: dict[str, Any], resume: bool) -> bool:
+    """Whether ``out_dir`` holds a run that ``resume`` continues, checking the
+    :data:`PROTOCOL_FIELDS` present in both ``meta`` and the run's ``meta.json`` (the CLI
+    checks the fields it knows before loading any model, then all of them; a field that
+    an older version did not record is not compared).
+
+    Returns:
+        True when continuing a run whose ``meta.json`` exists (do not rewrite it).
+
+    Raises:
+        ValueError: records exist and ``resume`` is False, or ``resume`` with a run whose
+            protocol differs (the message lists the differing fields).
+    """
+    existing = read_records(out_dir / RECORDS_FILE)
+    if existing and not resume:
+        raise ValueError(f"{out_dir} already holds {len(existing)} records; pass --resume to continue "
+                         "that run or choose another --out")
+    if resume and (out_dir / "meta.json").is_file():
+        old = read_meta(out_dir)
+        differ = [k for k in PROTOCOL_FIELDS if k in meta and k in old and old[k] != meta[k]]
+        if differ:
+            raise ValueError(f"cannot resume {out_dir}: {', '.join(differ)} differ from that run")
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -142,23 +173,15 @@ class BenchRunner:
     # -- setup -----------------------------------------------------------------------
 
     def prepare(self, meta: dict[str, Any], resume: bool) -> None:
-        """Write ``meta.json`` for a new run, or check it against the one on disk.
+        """Write ``meta.json`` for a new run, or check it against the one on disk
+        (:func:`check_resume`).
 
         Raises:
             ValueError: records exist and ``resume`` is False, or ``resume`` with a run
                 whose protocol differs (the message lists the differing fields).
         """
-        existing = read_records(self.out_dir / RECORDS_FILE)
-        if existing and not resume:
-            raise ValueError(f"{self.out_dir} already holds {len(existing)} records; pass --resume to continue "
-                             "that run or choose another --out")
-        if resume and (self.out_dir / "meta.json").is_file():
-            old = read_meta(self.out_dir)
-            differ = [k for k in PROTOCOL_FIELDS if old.get(k) != meta.get(k)]
-            if differ:
-                raise ValueError(f"cannot resume {self.out_dir}: {', '.join(differ)} differ from that run")
-            return
-        write_meta(self.out_dir, meta)
+        if not check_resume(self.out_dir, meta, resume):
+            write_meta(self.out_dir, meta)
 
     def warm_up(self, questions: Sequence[Question]) -> None:
         """Untimed generations of every contender on the first question's first turn."""
@@ -265,7 +288,9 @@ class BenchRunner:
         except Exception as err:  # one failing question must not end the benchmark
             return record | {"error": f"{type(err).__name__}: {err}"}
         seconds = self.clock() - start
-        steps = None if outcome.forward_passes is None else max(outcome.forward_passes - 1, 0)
+        steps = outcome.steps
+        if steps is None and outcome.forward_passes is not None:
+            steps = max(outcome.forward_passes - 1, 0)
         record.update(new_tokens=len(outcome.new_ids), seconds=seconds, output_ids=outcome.new_ids,
                       output_sha1=sha1_of(outcome.new_ids), forward_passes=outcome.forward_passes,
                       forward_seconds=outcome.forward_seconds, steps=steps, prefill_tokens=outcome.prefill_tokens,
@@ -288,22 +313,45 @@ class BenchRunner:
             if ("audit", run, question.subtask, question.question_id, turn, name) in done:
                 continue
             position = first_difference(base["output_ids"], rec["output_ids"])
-            margin = None
+            margin, margin_error = None, None
             if self.greedy and position is not None and position < len(base["output_ids"]):
-                margin = self._margin(baseline, prompts[baseline], base["output_ids"][:position])
+                try:
+                    margin = self._margin(baseline, prompts[baseline], base["output_ids"][:position])
+                except Exception as err:  # explaining a mismatch must not end the benchmark
+                    margin_error = f"{type(err).__name__}: {err}"
+                if margin is not None and not math.isfinite(margin):  # e.g. an overflowed half-precision logit
+                    margin, margin_error = None, f"non-finite margin {margin}"
             audit = {"kind": "audit", "baseline": baseline, "exact": position is None, "first_diff": position,
                      "margin": margin, "prompt_differs": rec["prompt_sha1"] != base["prompt_sha1"]}
+            if margin_error is not None:
+                audit["margin_error"] = margin_error
             self._emit(log, done, audit | self._base_fields(run, question, turn, name))
 
     def _margin(self, baseline: str, prompt: list[int], prefix: list[int]) -> float:
-        """The baseline's top-2 logit margin for the token after prompt + prefix (one forward)."""
+        """The baseline's top-2 margin for the token after prompt + prefix, on the scores
+        greedy decoding chose from: logits (one forward; on llama.cpp a replay of plain
+        decoding), after the repetition penalty when the run sets one."""
+        from ..sampling import process_logits
+
         dtype = split_variant(baseline)[1]
         model = self.model if dtype is None else self.variant_models.get(dtype, self.model)
+        history = list(prompt) + list(prefix)
         if hasattr(model, "engine_target"):  # a backend model (llama.cpp)
+            # replayed as plain decoding ran it (prompt in one batch, then one token per
+            # forward): llama.cpp rounds a row differently with other rows in its batch
             target = model.engine_target()
-            return top2_margin(target.forward(target.new_cache(), list(prompt) + list(prefix), last_only=True)[0])
-        device = next(model.parameters()).device
-        ids = torch.tensor([list(prompt) + list(prefix)], dtype=torch.long, device=device)
-        with torch.inference_mode():
-            logits = model(input_ids=ids, use_cache=False).logits[0, -1]
+            cache = target.new_cache()
+            logits = target.forward(cache, list(prompt), last_only=True)[0]
+            for token in prefix:
+                logits = target.forward(cache, [token], last_only=True)[0]
+        else:
+            device = next(model.parameters()).device
+            ids = torch.tensor([history], dtype=torch.long, device=device)
+            with torch.inference_mode():
+                logits = model(input_ids=ids, use_cache=False).logits[0, -1]
+        params = self.request.sampling
+        if params.uses_history:
+            seen = torch.zeros(1, logits.shape[-1], dtype=torch.bool, device=logits.device)
+            seen[0, torch.tensor(history, device=logits.device)] = True
+            logits = process_logits(logits.unsqueeze(0), params, seen)[0]
         return top2_margin(logits)

@@ -55,6 +55,9 @@ class LayerStack:
         unit_params: (2L,) parameter count of each unit (a layer's norms go with its
             sublayer; without sublayers the whole layer counts as its attention unit).
         head_params: parameters of the final norm + head.
+        layer_types: per layer, the attention type whose rotary embedding it takes
+            (models whose rotary module takes a ``layer_type``, e.g. Gemma 3's local and
+            global frequencies), or None when all layers share one.
     """
 
     embed: torch.nn.Module
@@ -66,6 +69,7 @@ class LayerStack:
     sublayers: bool
     unit_params: tuple[int, ...]
     head_params: int
+    layer_types: tuple[str, ...] | None = None
 
     @property
     def num_layers(self) -> int:
@@ -91,14 +95,24 @@ def layer_stack(model: torch.nn.Module) -> LayerStack:
                          f"model.model.rotary_emb, model.lm_head); {type(model).__name__} has another layout")
     embed, layers, norm, rotary = parts
     cache_kw = "cache" if "cache" in inspect.signature(layers[0].forward).parameters else "past_key_values"
-    sublayers = all(all(hasattr(layer, name) for name in _SUBLAYERS) for layer in layers)
+    # pre-norm residual blocks only: a sandwich-norm layer (Gemma's pre/post feed-forward
+    # norms) does not split into these two sublayers, so it is skipped whole
+    sublayers = all(all(hasattr(layer, name) for name in _SUBLAYERS) and not hasattr(layer, "pre_feedforward_layernorm")
+                    for layer in layers)
+    layer_types = None
+    if "layer_type" in inspect.signature(rotary.forward).parameters:
+        layer_types = tuple(getattr(model.config.get_text_config(), "layer_types", None) or ())
+        if len(layer_types) != len(layers):
+            raise ValueError(f"{type(model).__name__}: its rotary embedding needs each layer's type, "
+                             "but config.layer_types does not give one per layer")
     units: list[int] = []
     for layer in layers:
         if sublayers:
             units += [_count(layer.input_layernorm, layer.self_attn), _count(layer.post_attention_layernorm, layer.mlp)]
         else:
             units += [_count(layer), 0]
-    return LayerStack(embed, layers, norm, head, rotary, cache_kw, sublayers, tuple(units), _count(norm, head))
+    return LayerStack(embed, layers, norm, head, rotary, cache_kw, sublayers, tuple(units), _count(norm, head),
+                      layer_types)
 
 
 def layer_units(layers: Sequence[int]) -> frozenset[int]:
@@ -149,13 +163,18 @@ def forward_skipping(stack: LayerStack, cache, token_ids: Sequence[int], positio
     ids = torch.tensor([list(token_ids)], dtype=torch.long, device=device)
     position_ids = torch.tensor([list(positions)], dtype=torch.long, device=device)
     hidden = stack.embed(ids)
-    common = dict(attention_mask=mask, position_ids=position_ids,
-                  position_embeddings=stack.rotary(hidden, position_ids=position_ids), **{stack.cache_kw: cache})
+    if stack.layer_types:
+        rotary = {t: stack.rotary(hidden, position_ids, t) for t in dict.fromkeys(stack.layer_types)}
+    else:
+        shared = stack.rotary(hidden, position_ids=position_ids)
+    common = dict(attention_mask=mask, position_ids=position_ids, **{stack.cache_kw: cache})
     stops = sorted(exits) or [stack.num_layers]
     out = []
     for index in range(stops[-1]):
         run_attn, run_mlp = 2 * index not in skip, 2 * index + 1 not in skip
         layer = stack.layers[index]
+        common["attention_mask"] = _mask_for_layer(mask, cache, index, len(token_ids))
+        common["position_embeddings"] = rotary[stack.layer_types[index]] if stack.layer_types else shared
         if run_attn and run_mlp:
             hidden = layer(hidden, use_cache=True, **common)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
@@ -168,6 +187,18 @@ def forward_skipping(stack: LayerStack, cache, token_ids: Sequence[int], positio
         if index + 1 in stops:
             out.append(head_logits(stack, hidden))
     return out
+
+
+def _mask_for_layer(mask: torch.Tensor | None, cache, index: int, fed: int) -> torch.Tensor | None:
+    """``mask`` cut to the keys cache layer ``index`` hands to attention: a sliding-window
+    layer (Gemma 3, Mistral) hands only its last window - 1 + ``fed`` keys, so only the
+    mask's last columns apply (a drafting approximation: those rows may see a few keys
+    more than the window; verification is exact)."""
+    layers = getattr(cache, "layers", None)
+    if mask is None or layers is None or index >= len(layers) or not getattr(layers[index], "is_sliding", False):
+        return mask
+    width = layers[index].sliding_window - 1 + fed
+    return mask[..., -width:] if mask.shape[-1] > width else mask
 
 
 def head_logits(stack: LayerStack, hidden: torch.Tensor) -> torch.Tensor:

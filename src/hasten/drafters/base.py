@@ -116,6 +116,8 @@ class VerifiedStep:
             None when the speculative sampling rule decided (draft chains with probs).
         scores: (N+1, V) float processed target logits for every row (Jacobi iterates,
             top-k candidates for token recycling). Do not modify.
+        root_position: index in ``tokens`` of the step's root (the last token before this
+            step's commits; row 0 follows it). None when not given.
     """
 
     tokens: list[int]
@@ -124,6 +126,7 @@ class VerifiedStep:
     next_token: int
     target_tokens: list[int] | None
     scores: torch.Tensor
+    root_position: int | None = None
 
     @property
     def num_accepted(self) -> int:

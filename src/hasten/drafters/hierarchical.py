@@ -335,13 +335,11 @@ class HierarchicalDrafter(Drafter):
 
     def _level1_forward(self, partial, rows: list[int], start: int, capture: bool) -> torch.Tensor:
         """Logits (len(rows), V) of level 1 for ``rows`` at positions start.. appended to ``partial``."""
-        past = kv.cache_length(partial)
         n = len(rows)
         device = self.request.target_cache.layers[0].keys.device
-        dtype = next(self.model.parameters()).dtype
-        visible = torch.cat([torch.ones(n, past, dtype=torch.bool), torch.ones(n, n, dtype=torch.bool).tril()], dim=1)
-        mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
-        kwargs = {self.cache_kw: partial, "use_cache": True, "attention_mask": mask[None, None].to(device),
+        # rows are a chain: the model's own causal masks over the partial cache (per layer
+        # type, so sliding-window layers get theirs), at the rows' true positions
+        kwargs = {self.cache_kw: partial, "use_cache": True,
                   "position_ids": torch.arange(start, start + n, device=device).unsqueeze(0)}
         ids = torch.tensor([rows], dtype=torch.long, device=device)
         self.level1_forwards += 1

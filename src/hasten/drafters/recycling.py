@@ -236,7 +236,10 @@ class RecyclingDrafter(Drafter):
         """Recycle the target's top-k at every verified row: ``step.scores`` (N+1, V)
         processed logits, row 0 after the root, row i+1 after node i; tokens the
         processing ruled out (-inf) are not kept."""
-        inputs = [step.tokens[self.committed - 1], *step.draft.tokens]
+        # the root as the engine reports it: on a final step the engine proposes nothing,
+        # so what propose saw last is a step behind
+        root = step.tokens[step.root_position if step.root_position is not None else self.committed - 1]
+        inputs = [root, *step.draft.tokens]
         values, indices = step.scores.topk(min(self.config.top_k, step.scores.shape[-1]), dim=-1)
         keep = torch.isfinite(values)
         followers = [row[mask].tolist() for row, mask in zip(indices, keep)]
