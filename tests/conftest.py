@@ -22,6 +22,19 @@ def _one_thread_for_tiny_models():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cost_cache(tmp_path_factory):
+    """Cost curves (``draft_budget="auto"``) go to a per-session file, never to the user's
+    ``~/.cache/hasten/cost.json``: a curve once measured on a busy machine must not steer a
+    later test run, and tests must not overwrite the user's curves."""
+    from hasten import cost
+
+    path = tmp_path_factory.mktemp("user-cache") / "cost.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cost, "default_cost_cache_path", lambda: path)
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def _private_skip_cache(tmp_path, monkeypatch):
     """``skip_cache="auto"`` (the layer_skip / early_exit default) writes to a per-test

@@ -11,6 +11,8 @@ Units: seconds per forward; sizes in tokens (root + draft nodes).
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import platform
 import statistics
@@ -24,9 +26,12 @@ import torch
 
 from . import kv
 
-__all__ = ["CostCurve", "time_sizes", "measure_forward_cost", "load_or_measure"]
+__all__ = ["CostCurve", "time_sizes", "measure_forward_cost", "load_or_measure", "default_cost_cache_path",
+           "implausible_reason"]
 
 DEFAULT_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+MAX_AGE_DAYS = 30  # a cached curve older than this is measured again (drivers, libraries, load change)
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,30 @@ def measure_forward_cost(model: torch.nn.Module, sizes=DEFAULT_SIZES, context: i
     return CostCurve(tuple(sizes), seconds)
 
 
+def default_cost_cache_path() -> Path:
+    """``<user cache>/hasten/cost.json``: where :func:`load_or_measure` keeps curves by default."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("hasten")) / "cost.json"
+
+
+def implausible_reason(curve: CostCurve) -> str | None:
+    """Why a measured curve cannot be right, or None.
+
+    A forward over more tokens does the work of a 1-token forward and more, so no size may
+    cost less than half of size 1 (a curve measured while the machine was busy at size 1
+    and quiet later looks like that); every time must be finite and positive.
+
+    Example: seconds (0.05, 0.06, 0.01) -> "size 3 costs 0.2x a 1-token forward".
+    """
+    if not all(math.isfinite(t) and t > 0 for t in curve.seconds):
+        return "a time that is not a positive number"
+    for size, seconds in zip(curve.sizes, curve.seconds):
+        if seconds < 0.5 * curve.seconds[0]:
+            return f"size {size} costs {seconds / curve.seconds[0]:.1f}x a 1-token forward"
+    return None
+
+
 def _fingerprint(model: torch.nn.Module, context: int) -> str:
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -156,20 +185,22 @@ def load_or_measure(model: torch.nn.Module, cache_file: Path | None = None, cont
                     sizes=DEFAULT_SIZES, refresh: bool = False) -> CostCurve:
     """The cost curve for this model (a torch module or a backend model such as
     :class:`hasten.backends.llamacpp.LlamaCppModel`), dtype, thread count and machine, measured once and
-    cached as JSON (``cache_file`` defaults to ``<user cache>/hasten/cost.json``; written
+    cached as JSON (``cache_file`` defaults to :func:`default_cost_cache_path`; written
     atomically). ``refresh`` measures now and replaces the cached curve (one measured
-    while the machine was busy sizes drafts wrongly until replaced)."""
+    while the machine was busy sizes drafts wrongly until replaced). A cached curve that is
+    implausible (:func:`implausible_reason`) or older than ``MAX_AGE_DAYS`` is measured
+    again. Every measurement is announced with a warning on the ``hasten.cost`` logger
+    (it runs about 60 forwards, seconds to minutes on a large model)."""
     backend = hasattr(model, "measure_cost")  # a backend model (hasten.backends), not a torch module
     if backend:
         limit = model.context_length
     else:
         limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    if limit is not None:
+    if limit is not None:  # a short learned-position context (GPT-2 style): measure only what fits
+        sizes = tuple(size for size in sizes if size <= limit - 2) or (1,)
         context = max(1, min(context, limit - max(sizes) - 1))
     if cache_file is None:
-        from platformdirs import user_cache_dir
-
-        cache_file = Path(user_cache_dir("hasten")) / "cost.json"
+        cache_file = default_cost_cache_path()
     key = model.cost_fingerprint(context) if backend else _fingerprint(model, context)
     table = {}
     if cache_file.is_file():
@@ -177,13 +208,35 @@ def load_or_measure(model: torch.nn.Module, cache_file: Path | None = None, cont
             table = json.loads(cache_file.read_text())
         except json.JSONDecodeError:
             table = {}
-    if not refresh and key in table and tuple(table[key]["sizes"]) == tuple(sizes):
+    why = "refresh requested" if refresh else _stale_reason(table.get(key), sizes)
+    if why is None:
         return CostCurve.from_json(table[key])
+    _log.warning("hasten: measuring the forward cost of this model once (%s; %d sizes, up to %d tokens); "
+                 "cached in %s", why, len(sizes), max(sizes), cache_file)
     curve = model.measure_cost(sizes, context) if backend else measure_forward_cost(model, sizes, context)
-    table[key] = curve.to_json()
+    table[key] = {**curve.to_json(), "measured_at": time.time()}
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(table, f, indent=1)
     os.replace(tmp, cache_file)
     return curve
+
+
+def _stale_reason(entry: dict | None, sizes) -> str | None:
+    """Why a cached table entry must be measured again, or None to use it."""
+    if entry is None:
+        return "no cached curve"
+    try:
+        curve = CostCurve.from_json(entry)
+    except (KeyError, TypeError, ValueError):
+        return "the cached curve is malformed"
+    if tuple(curve.sizes) != tuple(sizes):
+        return "the cached curve has other sizes"
+    implausible = implausible_reason(curve)
+    if implausible is not None:
+        return f"the cached curve is implausible: {implausible}"
+    age_days = (time.time() - entry.get("measured_at", 0.0)) / 86400
+    if age_days > MAX_AGE_DAYS:
+        return f"the cached curve is older than {MAX_AGE_DAYS} days"
+    return None

@@ -31,9 +31,11 @@ import torch
 
 from . import kv
 from .budget import BudgetConfig, DraftBudget
+from .cache_probe import check_cache
 from .compile import CompiledModel
 from .cost import load_or_measure
 from .drafters.base import DraftRequest, VerifiedStep, build_drafter
+from .padding import split_left_padding
 from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits
 from .tree import DraftTree, tree_layout
 from .verify import recursive_rejection_walk, speculative_sample_accept, walk_tree
@@ -433,7 +435,8 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
              top_p: float = 1.0, repetition_penalty: float = 1.0, eos_token_id=None,
              stop: Iterable[str] | str | None = None, tokenizer=None, seed: int | None = None,
              streamer: Streamer | None = None, method_options: dict[str, Any] | None = None,
-             draft_budget: BudgetConfig | str | None = "auto", kv_cache: str = "dynamic") -> GenerationResult:
+             draft_budget: BudgetConfig | str | None = "auto", kv_cache: str = "dynamic",
+             attention_mask=None) -> GenerationResult:
     """Generate up to ``max_new_tokens`` tokens after ``input_ids``, losslessly accelerated.
 
     Args:
@@ -471,6 +474,10 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         kv_cache: ``"dynamic"`` (grow by concatenation) or ``"static"`` (preallocated
             buffers, in-place rollback and compaction: :class:`hasten.kv.PreallocatedLayer`).
             Never changes output.
+        attention_mask: (1, T) or (T,) 0/1 mask whose zeros mark leading (left) pads, or
+            None (a ``BatchEncoding``'s own mask is used). The pads are not decoded: the
+            output equals ``model.generate`` with the same mask, pads included in
+            ``sequences`` as it returns them.
 
     Returns:
         :class:`GenerationResult` with ``sequences`` (1, T + new) int64 and ``stats``.
@@ -480,7 +487,9 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
             ``max_new_tokens < 1``, batch size > 1, a prompt tensor of another rank,
             stop strings without a tokenizer, a draft model with another vocabulary,
             ``draft_model`` / ``method_options`` without a method, invalid sampling
-            parameters.
+            parameters, an attention mask with zeros after the first real token.
+        hasten.cache_probe.UnsupportedCacheError (a ValueError): a model whose cache hasten cannot
+            roll back exactly (recurrent / hybrid models), found before generating.
         hasten.drafters.UnknownMethodError: an unknown method name.
         ValueError: a method that runs the target's own layers (``layer_skip``,
             ``early_exit``, ``hierarchical``) on a backend model.
@@ -498,6 +507,7 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         draft_budget = BudgetConfig()
     elif draft_budget is not None and not isinstance(draft_budget, BudgetConfig):
         raise ValueError(f"draft_budget must be 'auto', None or a BudgetConfig, got {draft_budget!r}")
+    pads, input_ids = split_left_padding(input_ids, attention_mask)
     prompt = _prompt_list(input_ids)
     target = _make_target(model)
     model = target.model  # the module itself when a CompiledModel was passed
@@ -514,6 +524,7 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         raise ValueError(f"kv_cache must be 'dynamic' or 'static', got {kv_cache!r}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_cache(target, kv_cache == "static", speculative=drafter is not None)
     stop = [stop] if isinstance(stop, str) else list(stop or [])
     if stop and tokenizer is None:
         raise ValueError("stop strings need tokenizer=")
@@ -546,6 +557,6 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     stats.forward_passes = target.forwards
     stats.forward_seconds = target.forward_seconds
     stats.finish_reason = run.finish_reason
-    sequences = torch.tensor([run.tokens], dtype=torch.long)
+    sequences = torch.tensor([pads + run.tokens], dtype=torch.long)
     text = tokenizer.decode(run.tokens[len(prompt):], skip_special_tokens=True) if tokenizer is not None else None
     return GenerationResult(sequences, stats, text)
