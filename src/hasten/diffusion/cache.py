@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from hasten.diffusion.blocks import BlockRef, DenoiserSpec, builtin_spec, forward_parameters, resolve_blocks
+from hasten.diffusion.compiling import call_policy
 from hasten.diffusion.features import (
     apply_residual,
     flatten,
@@ -174,7 +175,7 @@ class CacheHandle:
         )
         self._stats.calls += 1
         self._stats.runs += int(lane.step == 0)
-        self.policy.begin_step(lane.policy_state, lane.step)
+        call_policy(self.policy, self.policy.begin_step, lane.policy_state, lane.step)
         self._active = lane
         try:
             return call_next(*args, **kwargs)
@@ -197,7 +198,8 @@ class CacheHandle:
         signature = tensor_signature(args, kwargs)
         if lane.block_signatures.setdefault(index, signature) != signature:
             lane.dirty = True  # feature shapes changed mid-run: compute, and restart at the next call
-        action = Action.COMPUTE if lane.dirty else self.policy.decide(lane.policy_state, lane.step, index)
+        action = Action.COMPUTE if lane.dirty else call_policy(
+            self.policy, self.policy.decide, lane.policy_state, lane.step, index)
         if action is not Action.COMPUTE:
             output = self._approximate(lane, index, action, args, kwargs)
             if output is not None:
@@ -229,7 +231,7 @@ class CacheHandle:
             feature = residual_feature(output, sources)
         else:
             feature = output_feature(output)
-        measured = self.policy.on_compute(lane.policy_state, lane.step, index, feature)
+        measured = call_policy(self.policy, self.policy.on_compute, lane.policy_state, lane.step, index, feature)
         if measured is not None:
             self._stats.residual_diffs.append(measured)
 
@@ -244,7 +246,7 @@ class CacheHandle:
         sources = layout_sources(record.layout, block.named_inputs(args, kwargs), block.outputs)
         if action is Action.BYPASS:
             return pass_through(record.layout, sources) if record.has_residual and sources is not None else None
-        feature = self.policy.approximate(lane.policy_state, lane.step, index)
+        feature = call_policy(self.policy, self.policy.approximate, lane.policy_state, lane.step, index)
         if feature is None:
             return None
         if self._kind(index, record.has_residual) is FeatureKind.RESIDUAL:

@@ -26,7 +26,27 @@ from typing import Any
 import torch
 
 Wrapper = Callable[..., Any]
-_ABSENT = object()
+
+
+class _Absent:
+    """Marks "no instance attribute was there before the hook". One object for the whole
+    process, also across ``copy.deepcopy`` and pickling, so a deep copy of a hooked module
+    restores its copy's ``forward`` as the original would."""
+
+    def __copy__(self) -> _Absent:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> _Absent:
+        return self
+
+    def __reduce__(self) -> str:
+        return "_ABSENT"
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()
 
 
 class _Interceptor:

@@ -58,6 +58,8 @@ class CachePolicy:
     """
 
     name: ClassVar[str] = "none"
+    # False: torch.compile cannot trace this policy's calls; they run eagerly (hasten.diffusion.compiling).
+    traceable: ClassVar[bool] = True
 
     def __init__(self, num_blocks: int) -> None:
         if num_blocks < 1:

@@ -82,6 +82,7 @@ class FirstBlockCache(CachePolicy):
     """Compute Fn probe blocks, reuse the middle when their residual barely moved, compute Bn tail blocks."""
 
     name = "first_block"
+    traceable = False  # dynamo fails on `block in self.middle` with a symbolic block index
 
     def __init__(self, config: FirstBlockCacheConfig, num_blocks: int) -> None:
         super().__init__(num_blocks)
