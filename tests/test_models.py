@@ -87,3 +87,48 @@ def test_auto_dtype_picks_the_faster_measured_dtype(monkeypatch, tmp_path, tiny_
     monkeypatch.setattr(cost, "load_or_measure", lambda m: curves[next(m.parameters()).dtype])
     assert next(models.load_model(str(tmp_path / "m"), dtype="auto", verify_tokens=8)[0].parameters()).dtype is torch.bfloat16
     assert next(models.load_model(str(tmp_path / "m"), dtype="auto", verify_tokens=1)[0].parameters()).dtype is torch.float32
+
+
+# --- issue 22: a user's GGUF on the torch backend, model-name mistakes -----------------------
+
+def test_local_gguf_file_is_converted_and_loaded_like_the_builtin(monkeypatch, tmp_path, tiny_factory):
+    import transformers
+
+    monkeypatch.setattr(models, "cache_dir", lambda: tmp_path / "cache")
+    gguf = tmp_path / "weights" / "my-model.Q4_0.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")
+    calls = []
+
+    def fake_model(cls, source, *a, **k):
+        calls.append((str(source), k.get("gguf_file")))
+        return tiny_factory("llama").float()
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", classmethod(fake_model))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(lambda cls, *a, **k: _Tok()))
+    folder, hub = models._resolve_path(str(gguf))
+    assert hub == {} and (folder / "hasten.json").is_file() and (folder / "model.safetensors").is_file()
+    assert calls == [(str(gguf.parent), gguf.name)]  # transformers read the GGUF itself, once
+    assert models._resolve_path(str(gguf))[0] == folder and len(calls) == 1  # cached: not converted again
+
+
+@pytest.mark.parametrize("name, message", [
+    ("missing.gguf", "no GGUF file"),
+    ("./no/such/folder", "no model folder"),
+    ("/no/such/folder", "no model folder"),
+    ("smollm2-135", "did you mean 'smollm2-135m'"),
+    ("someone/no-such-model", "hub is unreachable"),
+])
+def test_model_name_mistakes_fail_fast_and_list_builtin_names(monkeypatch, name, message):
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)  # never touch the network
+    with pytest.raises(FileNotFoundError, match=message) as err:
+        models.load_model(name)
+    assert "smollm2-135m" in str(err.value) and "hasten models" in str(err.value)
+
+
+def test_cached_hub_model_loads_offline_with_local_files_only(monkeypatch):
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(models, "_hub_cached", lambda name: True)
+    assert models._resolve_path("org/model") == ("org/model", {"local_files_only": True})
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: True)
+    assert models._resolve_path("org/model") == ("org/model", {"local_files_only": False})

