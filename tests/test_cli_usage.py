@@ -26,14 +26,17 @@ def test_version(monkeypatch, capsys):
     assert code == 0 and out.strip() == f"hasten {hasten.__version__}"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["generate", "hi", "--bogus"], "No such option: --bogus"),
-    (["no-such-command"], "No such command"),
-    (["generate", "hi", "--max-new-tokens", "0"], "--max-new-tokens"),
-    (["generate", "hi", "--max-new-tokens", "many"], "--max-new-tokens"),
-    (["generate", "--version"], "No such option: --version"),
-    (["bench", "--no-such-flag"], "No such option"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "hi", "--bogus"], "No such option: --bogus"),
+        (["no-such-command"], "No such command"),
+        (["generate", "hi", "--max-new-tokens", "0"], "--max-new-tokens"),
+        (["generate", "hi", "--max-new-tokens", "many"], "--max-new-tokens"),
+        (["generate", "--version"], "No such option: --version"),
+        (["bench", "--no-such-flag"], "No such option"),
+    ],
+)
 def test_usage_errors_are_one_line_and_exit_2(monkeypatch, capsys, argv, message):
     code, _, err = _run(monkeypatch, capsys, *argv)
     assert code == 2
@@ -43,7 +46,9 @@ def test_usage_errors_are_one_line_and_exit_2(monkeypatch, capsys, argv, message
 
 def test_missing_model_file_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
-    code, _, err = _run(monkeypatch, capsys, "generate", "hi", "--model", str(tmp_path / "x.gguf"))
+    code, _, err = _run(
+        monkeypatch, capsys, "generate", "hi", "--model", str(tmp_path / "x.gguf")
+    )
     assert code == 2 and "no GGUF file" in err and err.count("\n") == 1
 
 
@@ -64,7 +69,7 @@ def test_format_comparison():
 def test_compare_runs_plain_decoding_with_the_same_settings(tiny_factory):
     model = tiny_factory("llama")
     prompt = torch.tensor([[5, 9, 17, 5, 9, 17, 5, 9]])
-    settings = dict(max_new_tokens=12, eos_token_id=[])
+    settings = {"max_new_tokens": 12, "eos_token_id": []}
     result = hasten.generate(model, prompt, method="prompt_lookup", **settings)
     assert "identical tokens: yes" in compare_line(model, prompt, result, settings)
     result.sequences[0, -1] += 1  # negative control: a different output is reported
@@ -82,9 +87,25 @@ class _Tokenizer:
 def test_generate_compare_prints_the_comparison(monkeypatch, capsys, tiny_factory):
     model = tiny_factory("llama")
     model.generation_config.eos_token_id = None
-    monkeypatch.setattr(hasten, "load_model", lambda name, dtype="float32": (model, _Tokenizer()))
-    monkeypatch.setattr(sys, "argv", ["hasten", "generate", "hi", "--method", "prompt_lookup", "--compare",
-                                      "--max-new-tokens", "8"])
+    monkeypatch.setattr(
+        hasten, "load_model", lambda name, dtype="float32": (model, _Tokenizer())
+    )
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "hasten",
+            "generate",
+            "hi",
+            "--method",
+            "prompt_lookup",
+            "--compare",
+            "--max-new-tokens",
+            "8",
+        ],
+    )
     cli.main()
     err = capsys.readouterr().err
-    assert "compare: plain" in err and "identical tokens: yes" in err and "speedup" in err
+    assert (
+        "compare: plain" in err and "identical tokens: yes" in err and "speedup" in err
+    )

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["UnsupportedCacheError", "recurrent_layers", "check_cache", "probe_rollback"]
+__all__ = ["UnsupportedCacheError", "check_cache", "probe_rollback", "recurrent_layers"]
 
 # Probe verdicts: model -> {(static, speculative): error message or None}. A memo of a
 # deterministic property of the model object, not configuration.
@@ -47,8 +47,13 @@ def recurrent_layers(cache: Any) -> list[str]:
     (anything besides per-token keys/values), e.g. ``["0: LinearAttentionLayer"]``."""
     found = []
     for index, layer in enumerate(getattr(cache, "layers", [])):
-        stateful = any(hasattr(layer, name) for name in ("conv_states", "recurrent_states", "ssm_states"))
-        if stateful or any("LinearAttention" in cls.__name__ for cls in type(layer).__mro__):
+        stateful = any(
+            hasattr(layer, name)
+            for name in ("conv_states", "recurrent_states", "ssm_states")
+        )
+        if stateful or any(
+            "LinearAttention" in cls.__name__ for cls in type(layer).__mro__
+        ):
             found.append(f"{index}: {type(layer).__name__}")
     return found
 
@@ -58,7 +63,9 @@ def _tolerance(logits: torch.Tensor) -> float:
     return max(1e-4, 64 * eps) * (1.0 + float(logits.abs().max()))
 
 
-def probe_rollback(target, static: bool = False, speculative: bool = True) -> str | None:
+def probe_rollback(
+    target, static: bool = False, speculative: bool = True
+) -> str | None:
     """Run the probe of the module docstring on ``target`` (the engine's view of a
     transformers model: ``new_cache``, ``forward``, ``rollback``, ``vocab_size``).
 
@@ -68,7 +75,10 @@ def probe_rollback(target, static: bool = False, speculative: bool = True) -> st
         otherwise a sentence saying what differed.
     """
     vocab = target.vocab_size
-    a, b, c, d = (t % vocab for t in (vocab // 2 + 1, vocab // 3 + 2, vocab // 5 + 3, vocab // 7 + 4))
+    a, b, c, d = (
+        t % vocab
+        for t in (vocab // 2 + 1, vocab // 3 + 2, vocab // 5 + 3, vocab // 7 + 4)
+    )
     if b == c:
         c = (c + 1) % vocab
     forwards, seconds = target.forwards, target.forward_seconds
@@ -88,13 +98,20 @@ def _probe(target, tokens, static, speculative, forwards, seconds) -> str | None
                 return f"after a rollback to 1 token the cache reports {target.cache_length(cache)} tokens"
         else:
             target.forward(cache, [a], last_only=True)
-        rows = [target.forward(cache, [c], last_only=True)[0], target.forward(cache, [d], last_only=True)[0]]
+        rows = [
+            target.forward(cache, [c], last_only=True)[0],
+            target.forward(cache, [d], last_only=True)[0],
+        ]
     finally:
         target.forwards, target.forward_seconds = forwards, seconds
     for row, expected in zip(rows, reference[1:]):
         diff = float((row.float() - expected).abs().max())
         if diff > _tolerance(expected):
-            what = "rolling the cache back and decoding on" if speculative else "decoding token by token"
+            what = (
+                "rolling the cache back and decoding on"
+                if speculative
+                else "decoding token by token"
+            )
             return f"{what} gives logits that differ from a fresh forward by {diff:.3g}"
     return None
 
@@ -116,12 +133,17 @@ def check_cache(target, static: bool = False, speculative: bool = True) -> None:
         return
     model = target.model
     name = type(model).__name__
-    stateful = recurrent_layers(target.new_cache(static))
+    from transformers import DynamicCache
+
+    stateful = recurrent_layers(
+        DynamicCache(config=model.config)
+    )  # before kv.new_cache's own refusals
     if stateful:
         raise UnsupportedCacheError(
             f"{name} keeps recurrent / convolution / linear-attention state in its cache (layers "
             f"{', '.join(stateful[:4])}{', ...' if len(stateful) > 4 else ''}), which hasten cannot roll back "
-            "exactly; hasten supports attention-only models. Use model.generate for this model.")
+            "exactly; hasten supports attention-only models. Use model.generate for this model."
+        )
     try:
         verdicts = _VERDICTS.setdefault(model, {})
     except TypeError:  # not weak-referenceable: probe every time
@@ -133,4 +155,5 @@ def check_cache(target, static: bool = False, speculative: bool = True) -> None:
         raise UnsupportedCacheError(
             f"{name}: {verdicts[key]}; this model's cache (or this transformers version) does not behave as "
             "hasten's KV-cache operations assume, so generation is refused rather than risk other tokens. "
-            "Use model.generate for this model.")
+            "Use model.generate for this model."
+        )

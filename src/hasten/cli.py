@@ -173,6 +173,10 @@ def generate(
     else:
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     streamer = TextStreamer(tokenizer) if stream else None
+    if compare and do_sample and seed is None:  # both runs need the same seed to be comparable
+        import secrets
+
+        seed = secrets.randbelow(2**31)
     if compile_:
         lm = hasten.compile_model(lm)
         typer.echo(f"[compile: {lm.compile_seconds:.1f} s, {'compiled' if lm.compiled else 'eager fallback'}]", err=True)
@@ -187,10 +191,10 @@ def generate(
     if compare:
         from .compare import compare_line
 
-        typer.echo(compare_line(lm, ids, result, dict(
-            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, seed=seed, stop=stop or None, tokenizer=tokenizer,
-            kv_cache=kv_cache)), err=True)
+        settings = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
+                    "top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty, "seed": seed,
+                    "stop": stop or None, "tokenizer": tokenizer, "kv_cache": kv_cache}
+        typer.echo(compare_line(lm, ids, result, settings), err=True)
 
 
 def _load_draft(name: str, dtype: str, target_tokenizer):

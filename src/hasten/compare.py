@@ -13,15 +13,19 @@ from typing import Any
 __all__ = ["compare_line", "format_comparison"]
 
 
-def format_comparison(method: str, plain_tps: float, method_tps: float, identical: bool) -> str:
+def format_comparison(
+    method: str, plain_tps: float, method_tps: float, identical: bool
+) -> str:
     """One line: plain tok/s, method tok/s, identical yes/no, speedup.
 
     Example: ("prompt_lookup", 20.0, 50.0, True) ->
     "compare: plain 20.0 tok/s | prompt_lookup 50.0 tok/s | identical tokens: yes | speedup 2.50x"
     """
     speedup = method_tps / plain_tps if plain_tps > 0 else float("nan")
-    return (f"compare: plain {plain_tps:.1f} tok/s | {method} {method_tps:.1f} tok/s | "
-            f"identical tokens: {'yes' if identical else 'NO'} | speedup {speedup:.2f}x")
+    return (
+        f"compare: plain {plain_tps:.1f} tok/s | {method} {method_tps:.1f} tok/s | "
+        f"identical tokens: {'yes' if identical else 'NO'} | speedup {speedup:.2f}x"
+    )
 
 
 def compare_line(model, input_ids, result, settings: dict[str, Any]) -> str:
@@ -31,5 +35,9 @@ def compare_line(model, input_ids, result, settings: dict[str, Any]) -> str:
 
     plain = generate(model, input_ids, method=None, **settings)
     identical = plain.sequences.tolist() == result.sequences.tolist()
-    return format_comparison(result.stats.method, plain.stats.tokens_per_second, result.stats.tokens_per_second,
-                             identical)
+    return format_comparison(
+        result.stats.method,
+        plain.stats.tokens_per_second,
+        result.stats.tokens_per_second,
+        identical,
+    )

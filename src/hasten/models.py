@@ -268,7 +268,7 @@ def _hub_cached(repo_id: str) -> bool:
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # an id the hub library rejects (bad characters): not cached
+    except (ValueError, OSError):  # an id the hub library rejects (HFValidationError): not cached
         return False
     return isinstance(found, str)
 

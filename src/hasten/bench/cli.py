@@ -229,7 +229,9 @@ def execute(plan: BenchPlan) -> Path:
         typer.echo(f"note: {note}", err=True)
     try:
         runner.warm_up(questions)
+        _warn_unreliable_timing(model, oracle)
         runner.run(questions, resume=plan.resume)
+        _warn_unreliable_timing()
     except KeyboardInterrupt:
         render_report(plan.out)
         typer.echo(f"\ninterrupted; finished records and a partial report are in {plan.out}; "
@@ -237,6 +239,16 @@ def execute(plan: BenchPlan) -> Path:
         raise
     render_report(plan.out)
     return plan.out
+
+
+def _warn_unreliable_timing(model=None, oracle: dict[str, Any] | None = None) -> None:
+    """Print a warning when load or cost drift makes this run's timings unreliable (see .reliability)."""
+    from ..cost import CostCurve
+    from .reliability import timing_warnings
+
+    curve = CostCurve.from_json(oracle["curve"]) if oracle else None
+    for warning in timing_warnings(model, curve):
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _load_llamacpp(plan: BenchPlan, model):

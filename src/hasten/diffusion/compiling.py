@@ -34,7 +34,10 @@ def call_policy(policy: Any, method: Callable[..., Any], *args: Any) -> Any:
 
 @torch.compiler.disable
 def _eager_call(name: str, method: Callable[..., Any], *args: Any) -> Any:
-    warnings.warn(f"hasten.diffusion: the {name!r} cache's decisions cannot be traced by torch.compile; they run "
-                  "eagerly (a graph break per block call), the blocks stay compiled", CompileFallbackWarning,
-                  stacklevel=2)
+    warnings.warn(
+        f"hasten.diffusion: the {name!r} cache's decisions cannot be traced by torch.compile; they run "
+        "eagerly (a graph break per block call), the blocks stay compiled",
+        CompileFallbackWarning,
+        stacklevel=2,
+    )
     return method(*args)
