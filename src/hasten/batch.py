@@ -45,7 +45,11 @@ from .tree import DraftTree, tree_layout
 from .verify import walk_tree
 
 __all__ = ["BatchedDecoder", "BatchRequest", "BatchRow", "TokenConstraint", "AutoOffConfig", "AutoOff",
-           "batchable"]
+           "batchable", "NotBatchableError", "measured_speedup"]
+
+
+class NotBatchableError(ValueError):
+    """A request whose method cannot share a batch (run it with :func:`hasten.generate`)."""
 
 
 class TokenConstraint(Protocol):
@@ -205,11 +209,12 @@ class BatchRow:
         self.cached = len(req.prompt) - 1
         self.draft = DraftTree.chain([])
         self.masks: torch.Tensor | None = None
+        self.error: Exception | None = None  # a failure of this row's drafter or constraint
         self.t0 = time.perf_counter()
 
     @property
     def done(self) -> bool:
-        return self.run.done
+        return self.run.done or self.error is not None
 
     def finish(self) -> GenerationStats:
         """Fill the final counters and return the stats."""
@@ -268,7 +273,8 @@ class BatchedDecoder:
 
         Raises:
             ValueError: empty prompt, prompt not shorter than the context, max_new_tokens < 1,
-                stop strings without a tokenizer, a request that cannot be batched.
+                stop strings without a tokenizer.
+            NotBatchableError: a request that cannot be batched (see the module docstring).
             hasten.drafters.UnknownMethodError / TypeError: as :func:`hasten.generate`.
         """
         if not req.prompt:
@@ -282,7 +288,7 @@ class BatchedDecoder:
             raise ValueError("stop strings need a tokenizer")
         drafter = None if req.method is None else build_drafter(req.method, **req.method_options)
         if not batchable(drafter, req.params):
-            raise ValueError(f"method {stats_name(drafter)!r} cannot join a batch (runs the target's layers or "
+            raise NotBatchableError(f"method {stats_name(drafter)!r} cannot join a batch (runs the target's layers or "
                              "samples its drafts); use hasten.generate")
         params = req.params
         generator = torch.Generator()
@@ -349,6 +355,17 @@ class BatchedDecoder:
         self.values = [v.index_select(0, keep)[:, :, :length] for v in self.values]
 
     # ----- one step -----
+    def _draft_or_fail(self, row: BatchRow) -> DraftTree:
+        """The row's draft; a failing drafter or constraint fails only its own row
+        (``row.error``), which then takes a plain step and is reported as finished."""
+        if row.error is None:
+            try:
+                return self._draft(row)
+            except Exception as exc:  # noqa: BLE001  (isolate one request's failure from the batch)
+                row.error = exc
+        row.masks = None
+        return DraftTree.chain([])
+
     def _draft(self, row: BatchRow) -> DraftTree:
         run = row.run
         max_depth = run.remaining - 1
@@ -421,7 +438,7 @@ class BatchedDecoder:
         (still in the batch: call :meth:`remove`)."""
         if not self.rows:
             return []
-        drafts = [self._draft(row) for row in self.rows]
+        drafts = [self._draft_or_fail(row) for row in self.rows]
         ids, positions, mask = self._inputs(drafts)
         start = time.perf_counter()
         logits = self._forward(ids, positions, mask)
@@ -442,8 +459,11 @@ class BatchedDecoder:
         root_position = len(row.run.tokens) - 1
         new = [draft.tokens[node] for node in path] + [nxt]
         kept = row.run.commit(new)
-        if row.req.constraint is not None and not row.run.done:
-            row.req.constraint.accept(new[:kept])
+        if row.req.constraint is not None and row.error is None and not row.run.done:
+            try:
+                row.req.constraint.accept(new[:kept])
+            except Exception as exc:  # noqa: BLE001  (see _draft_or_fail)
+                row.error = exc
         row.cached += 1 + len(path)
         s = row.stats
         s.drafted.append(len(draft))
@@ -453,8 +473,13 @@ class BatchedDecoder:
         s.forward_seconds += seconds
         if row.auto_off is not None:
             row.auto_off.observe(len(draft), kept)
-        if row.drafter is not None and (len(draft) or getattr(row.drafter, "observes_plain_steps", False)):
-            row.drafter.on_accept(VerifiedStep(row.run.tokens, draft, path, nxt, row_tokens, scores, root_position))
+        if row.error is None and row.drafter is not None and (
+                len(draft) or getattr(row.drafter, "observes_plain_steps", False)):
+            try:
+                row.drafter.on_accept(VerifiedStep(row.run.tokens, draft, path, nxt, row_tokens, scores,
+                                                   root_position))
+            except Exception as exc:  # noqa: BLE001  (see _draft_or_fail)
+                row.error = exc
 
     def _compact(self, gather: list[list[int]]) -> None:
         """Per-row KV compaction: row b keeps the slots ``gather[b]``, left-aligned."""
