@@ -10,7 +10,7 @@ import time
 import torch
 
 SERVE_VOCAB = 128
-CHARS = [chr(c) for c in range(32, 127)]  # ids 3..97; 98..127 unused
+CHARS = [chr(c) for c in range(32, 127)] + [chr(c) for c in range(161, 191)]  # ids 3..127, one char each
 
 
 def char_tokenizer():
@@ -21,7 +21,6 @@ def char_tokenizer():
 
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
     vocab.update({c: i + 3 for i, c in enumerate(CHARS)})
-    vocab.update({f"<unused{i}>": i for i in range(len(vocab), SERVE_VOCAB)})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()
