@@ -18,6 +18,7 @@ import uuid
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
@@ -222,7 +223,9 @@ class _Handler:
             finally:
                 job.cancelled.set()
 
-        return EventSourceResponse(events(), ping=600)
+        # on shutdown (SIGTERM) sse-starlette would cut open streams at once; let them finish instead
+        return EventSourceResponse(events(), ping=600, shutdown_event=anyio.Event(),
+                                   shutdown_grace_period=self.config.drain_seconds)
 
 
 class _Shape:

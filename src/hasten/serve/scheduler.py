@@ -50,6 +50,7 @@ class ServeConfig:
         auto_off: the auto-off rule (:class:`hasten.batch.AutoOffConfig`), None = never.
         retry_after: seconds a 429 asks the client to wait.
         threads: torch intra-op threads of the decoding thread (None = leave as is).
+        drain_seconds: on shutdown, how long open streams may run to completion (seconds).
 
     Raises:
         ValueError: max_batch < 1 or max_queue < 0.
@@ -64,6 +65,7 @@ class ServeConfig:
     auto_off: AutoOffConfig | None = field(default_factory=AutoOffConfig)
     retry_after: int = 1
     threads: int | None = None
+    drain_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_queue < 0:
