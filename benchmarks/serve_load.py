@@ -190,7 +190,7 @@ def main() -> None:
             peer.wait(60)
     print(f"\nlibrary (hasten.generate, c=1): plain {lib_plain:.1f} tok/s, {args.method} {lib_spec:.1f} tok/s, "
           f"speedup {lib_spec / lib_plain:.2f}x")
-    print(f"\n| server | concurrency | tok/s | TTFT p50 (s) | TTFT p99 (s) | ITL p50 (ms) | ITL p99 (ms) |")
+    print("\n| server | concurrency | tok/s | TTFT p50 (s) | TTFT p99 (s) | ITL p50 (ms) | ITL p99 (ms) |")
     print("|---|---|---|---|---|---|---|")
     for label, c, r in rows:
         print(f"| {label} | {c} | {r['tok_s']:.1f} | {r['ttft_p50']:.3f} | {r['ttft_p99']:.3f} | "

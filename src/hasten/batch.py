@@ -29,8 +29,9 @@ Dims: B rows, Q query rows per step (root + padded draft), L cached slots, V voc
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 from transformers import DynamicCache
@@ -38,14 +39,23 @@ from transformers import DynamicCache
 from . import kv
 from .budget import BudgetConfig, DraftBudget
 from .cost import CostCurve, load_or_measure
-from .drafters.base import DraftRequest, Drafter, VerifiedStep, build_drafter
+from .drafters.base import Drafter, DraftRequest, VerifiedStep, build_drafter
 from .engine import GenerationStats, _Committer, _eos_ids, stats_name
 from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits
 from .tree import DraftTree, tree_layout
 from .verify import walk_tree
 
-__all__ = ["BatchedDecoder", "BatchRequest", "BatchRow", "TokenConstraint", "AutoOffConfig", "AutoOff",
-           "batchable", "NotBatchableError", "measured_speedup"]
+__all__ = [
+    "AutoOff",
+    "AutoOffConfig",
+    "BatchRequest",
+    "BatchRow",
+    "BatchedDecoder",
+    "NotBatchableError",
+    "TokenConstraint",
+    "batchable",
+    "measured_speedup",
+]
 
 
 class NotBatchableError(ValueError):

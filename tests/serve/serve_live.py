@@ -52,7 +52,7 @@ class LiveServer:
                                                    timeout_graceful_shutdown=30))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.time() + 30
         while not self.server.started:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 from serve_live import tiny_serve_model
 
 import hasten

@@ -84,3 +84,29 @@ def test_json_object_parses(tiny_setup):
     if choice["finish_reason"] == "stop":
         json.loads(choice["message"]["content"])
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
+
+
+def test_tree_masks_cut_forbidden_nodes_and_keep_the_state(tiny_setup):
+    """Hand-built tree under the schema {"enum": ["ab", "ac"]} (JSON text "ab" or "ac" with quotes)."""
+    from hasten.tree import DraftTree
+
+    _, tokenizer = tiny_setup
+    factory = GrammarFactory(tokenizer, 128, [2])
+    constraint = factory.constraint(factory.compile(
+        {"type": "json_schema", "json_schema": {"schema": {"enum": ["ab", "ac"]}}}))
+
+    def tid(ch):
+        return tokenizer.convert_tokens_to_ids(ch)
+
+    # node 0 '"' (root child), 1 'a' (under 0), 2 'b' (under 1), 3 'z' (under 1, forbidden), 4 'x' (root, forbidden)
+    draft = DraftTree((tid('"'), tid("a"), tid("b"), tid("z"), tid("x")), (-1, 0, 1, 1, -1))
+    cut, masks = constraint.tree_masks(draft)
+    assert cut.tokens == (tid('"'), tid("a"), tid("b")) and cut.parents == (-1, 0, 1)
+    allowed = [set(m.nonzero().flatten().tolist()) for m in masks]
+    assert allowed[0] == {tid('"')}
+    assert allowed[1] == {tid("a")}
+    assert allowed[2] == {tid("b"), tid("c")}
+    assert allowed[3] == {tid('"')}
+    assert set(constraint.allowed().nonzero().flatten().tolist()) == {tid('"')}  # state unchanged
+    constraint.accept([tid('"'), tid("a")])  # state advances only on committed tokens
+    assert set(constraint.allowed().nonzero().flatten().tolist()) == {tid("b"), tid("c")}

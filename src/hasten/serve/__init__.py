@@ -8,4 +8,4 @@ deploys it as Ray Serve replicas. See docs/SERVE.md.
 from .app import create_app
 from .scheduler import ServeConfig
 
-__all__ = ["create_app", "ServeConfig"]
+__all__ = ["ServeConfig", "create_app"]

@@ -15,8 +15,9 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -29,10 +30,10 @@ from ..engine import GenerationStats
 from ..sampling import SamplingParams
 from .metrics import ServeMetrics
 from .prediction import PredictionConfig, PredictionDrafter
-from .schemas import ChatCompletionRequest, CompletionRequest, OpenAIError, parse_request
 from .scheduler import Job, Scheduler, ServeConfig
+from .schemas import ChatCompletionRequest, CompletionRequest, OpenAIError, parse_request
 
-__all__ = ["create_app", "chat_prompt_ids", "TextStream"]
+__all__ = ["TextStream", "chat_prompt_ids", "create_app"]
 
 _FINISH = {"eos": "stop", "stop_string": "stop", "max_new_tokens": "length", "context_length": "length"}
 
@@ -60,8 +61,7 @@ class TextStream:
             return text[:cut]
         if final:
             return text
-        if text.endswith("\ufffd"):
-            text = text[:-1]
+        text = text.removesuffix("\ufffd")
         hold = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
         return text[:len(text) - hold]
 
@@ -101,8 +101,8 @@ class _Handler:
 
     def grammar(self):
         if self._grammar is None:
-            from .grammar import GRAMMAR_ENGINES
             from ..engine import _eos_ids
+            from .grammar import GRAMMAR_ENGINES
 
             self._grammar = GRAMMAR_ENGINES.get("xgrammar")(self.tokenizer, self.vocab_size,
                                                              sorted(_eos_ids(self.model, None)))
@@ -175,7 +175,7 @@ class _Handler:
                     job.cancelled.set()
                     raise OpenAIError("client disconnected", status=499) from None
 
-    async def _complete(self, request: Request, job: Job, shape: "_Shape", stream: TextStream) -> Response:
+    async def _complete(self, request: Request, job: Job, shape: _Shape, stream: TextStream) -> Response:
         try:
             while True:
                 kind, payload = await self._next(request, job)
@@ -189,7 +189,7 @@ class _Handler:
         finally:
             job.cancelled.set()  # a no-op once finished; frees the row if the handler was cancelled
 
-    async def _stream(self, request: Request, job: Job, shape: "_Shape", stream: TextStream, req) -> Response:
+    async def _stream(self, request: Request, job: Job, shape: _Shape, stream: TextStream, req) -> Response:
         first = await self._next(request, job)  # errors before any token are plain JSON errors
         if first[0] == "error":
             job.cancelled.set()
@@ -267,12 +267,13 @@ class _Shape:
         return {**self._base(obj), "choices": [], "usage": usage_obj}
 
 
-def create_app(model, tokenizer, config: ServeConfig = ServeConfig()) -> FastAPI:
+def create_app(model, tokenizer, config: ServeConfig | None = None) -> FastAPI:
     """The OpenAI-compatible app serving ``model`` (a transformers causal LM) with ``tokenizer``.
 
     The scheduler thread starts with the app's lifespan and, on shutdown (SIGTERM under
     uvicorn), finishes every admitted request before the process exits.
     """
+    config = config if config is not None else ServeConfig()
     metrics = ServeMetrics(config.model_name)
     scheduler = Scheduler(model, tokenizer, config, metrics)
     handler = _Handler(model, tokenizer, config, scheduler, metrics)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .scheduler import ServeConfig
 
-__all__ = ["serve", "run_server"]
+__all__ = ["run_server", "serve"]
 
 
 def run_server(app, host: str = "127.0.0.1", port: int = 8000, drain_seconds: float = 300.0) -> None:

@@ -20,14 +20,15 @@ Dims: N draft nodes, V vocabulary (the model's logits width).
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from ..registry import Registry
 from ..tree import DraftTree, tree_layout
 
-__all__ = ["JsonConstraint", "GrammarFactory", "constrained_greedy_reference", "GRAMMAR_ENGINES"]
+__all__ = ["GRAMMAR_ENGINES", "GrammarFactory", "JsonConstraint", "constrained_greedy_reference"]
 
 GRAMMAR_ENGINES: Registry = Registry("grammar engine")
 
@@ -86,7 +87,7 @@ class GrammarFactory:
                 raise ValueError(f"invalid JSON schema: {exc}") from exc
         return self._compiled[key]
 
-    def constraint(self, compiled) -> "JsonConstraint":
+    def constraint(self, compiled) -> JsonConstraint:
         return JsonConstraint(self.xgr.GrammarMatcher(compiled), self.vocab_size)
 
 

@@ -29,7 +29,7 @@ from ..engine import GenerationStats, generate
 from .metrics import ServeMetrics
 from .schemas import OpenAIError
 
-__all__ = ["ServeConfig", "Scheduler", "Job"]
+__all__ = ["Job", "Scheduler", "ServeConfig"]
 
 log = logging.getLogger("hasten.serve")
 
@@ -199,7 +199,7 @@ class Scheduler:
             self._pop_pending()
             try:
                 self.decoder.add(row)
-            except Exception as exc:  # noqa: BLE001  (one request's failure must not stop the server)
+            except Exception as exc:
                 log.exception("prefill failed")
                 job.emit("error", OpenAIError(f"generation failed: {exc}", status=500, type="server_error"))
                 continue
@@ -215,7 +215,7 @@ class Scheduler:
     def _step(self) -> None:
         try:
             finished = self.decoder.step()
-        except Exception as exc:  # noqa: BLE001  (a failed forward fails the rows in it, not the server)
+        except Exception as exc:
             log.exception("batched step failed")
             for job in self.active.values():
                 job.emit("error", OpenAIError(f"generation failed: {exc}", status=500, type="server_error"))
@@ -262,7 +262,7 @@ class Scheduler:
         except (ValueError, TypeError) as exc:
             job.emit("error", OpenAIError(str(exc)))
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("generation failed")
             job.emit("error", OpenAIError(f"generation failed: {exc}", status=500, type="server_error"))
             return

@@ -9,7 +9,7 @@ asks for plain decoding, an absent ``hasten`` (or ``method``) uses the server's 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,7 +28,7 @@ class TextPart(_Model):
 
 class Message(_Model):
     role: str
-    content: Union[str, list[TextPart], None] = None
+    content: str | list[TextPart] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -42,7 +42,7 @@ class StreamOptions(_Model):
 
 class Prediction(_Model):
     type: Literal["content"]
-    content: Union[str, list[TextPart]]
+    content: str | list[TextPart]
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -51,21 +51,21 @@ class Prediction(_Model):
 class HastenOptions(_Model):
     """The ``hasten`` extension object."""
 
-    method: Optional[str] = None
+    method: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class _Sampling(_Model):
-    model: Optional[str] = None
-    max_tokens: Optional[int] = Field(default=None, ge=1)
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: Optional[int] = None
+    seed: int | None = None
     n: int = Field(default=1, ge=1, le=1)
-    stop: Union[str, list[str], None] = None
+    stop: str | list[str] | None = None
     stream: bool = False
-    stream_options: Optional[StreamOptions] = None
-    hasten: Optional[HastenOptions] = None
+    stream_options: StreamOptions | None = None
+    hasten: HastenOptions | None = None
 
     def stop_list(self) -> list[str]:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -76,19 +76,19 @@ class _Sampling(_Model):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
-    response_format: Optional[dict[str, Any]] = None
-    prediction: Optional[Prediction] = None
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    response_format: dict[str, Any] | None = None
+    prediction: Prediction | None = None
 
-    def token_limit(self) -> Optional[int]:
+    def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[int]]
-    max_tokens: Optional[int] = Field(default=16, ge=1)
+    prompt: str | list[int]
+    max_tokens: int | None = Field(default=16, ge=1)
 
-    def token_limit(self) -> Optional[int]:
+    def token_limit(self) -> int | None:
         return self.max_tokens
 
 
