@@ -393,8 +393,9 @@ class BatchedDecoder:
             draft, row.masks = row.req.constraint.tree_masks(draft)
         return draft
 
-    def _inputs(self, drafts: list[DraftTree]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """input ids (B, Q), position ids (B, Q) and the additive mask (B, 1, Q, L + Q)."""
+    def _inputs(self, drafts: list[DraftTree]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """input ids (B, Q), position ids (B, Q) and the additive mask (B, 1, Q, L + Q), or None when
+        one row verifies a chain over a cache without holes (the model's causal mask is that mask)."""
         b, length = len(drafts), self.length
         q = max(len(d) for d in drafts) + 1
         ids = torch.zeros((b, q), dtype=torch.long)
@@ -409,10 +410,12 @@ class BatchedDecoder:
             visible[i, :, :row.cached] = True
             visible[i, :n, length:length + n] = layout.visible
             visible[i, n:, length + n:] = torch.eye(q - n, dtype=torch.bool)
+        if b == 1 and drafts[0].is_chain and self.rows[0].cached == length:
+            return ids.to(self.device), positions.to(self.device), None  # no holes: the causal mask, as generate()
         mask = torch.zeros(visible.shape, dtype=self.dtype).masked_fill(~visible, torch.finfo(self.dtype).min)
         return ids.to(self.device), positions.to(self.device), mask[:, None].to(self.device)
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         cache = DynamicCache(config=self.model.config)
         if self.keys is not None:
             for layer, k, v in zip(cache.layers, self.keys, self.values):
@@ -494,6 +497,10 @@ class BatchedDecoder:
     def _compact(self, gather: list[list[int]]) -> None:
         """Per-row KV compaction: row b keeps the slots ``gather[b]``, left-aligned."""
         length = max(len(g) for g in gather)
+        if all(g == list(range(len(g))) for g in gather) and all(len(g) == length for g in gather):
+            self.keys = [k[:, :, :length] for k in self.keys]  # every row kept a prefix: no copy
+            self.values = [v[:, :, :length] for v in self.values]
+            return
         index = torch.tensor([g + [0] * (length - len(g)) for g in gather], dtype=torch.long, device=self.device)
 
         def take(t: torch.Tensor) -> torch.Tensor:
