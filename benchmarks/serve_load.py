@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+THREADS = 1  # oversubscribed cores make multi-threaded torch collapse; set by --threads
 DATA = ROOT.parent / "shared" / "data" / "spec_bench" / "question_dev.jsonl"
 
 
@@ -112,7 +113,9 @@ async def run_level(url: str, model: str, prompts: list[str], concurrency: int, 
 def library_speedup(model_name: str, method: str, prompts: list[str], max_tokens: int) -> tuple[float, float]:
     """(plain tok/s, method tok/s) of hasten.generate on the same prompts, interleaved."""
     import hasten
+    import torch
 
+    torch.set_num_threads(THREADS)
     model, tok = hasten.load_model(model_name)
     hasten.generate(model, [1, 2, 3], method=method, max_new_tokens=4)  # cost curve, warm-up
     seconds = {None: 0.0, method: 0.0}
@@ -132,7 +135,7 @@ def library_speedup(model_name: str, method: str, prompts: list[str], max_tokens
 def start_hasten(model: str, method: str, port: int, max_batch: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     cmd = [sys.executable, "-m", "hasten.cli", "serve", "--model", model, "--method", method, "--port", str(port),
-           "--max-batch", str(max_batch)]
+           "--max-batch", str(max_batch), "--threads", str(THREADS)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -145,7 +148,7 @@ def start_transformers(model: str, port: int) -> tuple[subprocess.Popen, str]:
     tok.save_pretrained(folder)
     cmd = [str(Path(sys.executable).parent / "transformers"), "serve", folder, "--port", str(port),
            "--host", "127.0.0.1", "--dtype", "float32", "--continuous-batching"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS)}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), folder
 
 
@@ -157,10 +160,14 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--levels", default="1,4,8")
     parser.add_argument("--peer-transformers", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the library run and each server")
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
     prompts = load_prompts(DATA, args.prompts)
     levels = [int(x) for x in args.levels.split(",")]
     lib_plain, lib_spec = library_speedup(args.model, args.method, prompts, args.max_tokens)
+    print(f"library: plain {lib_plain:.1f} tok/s, {args.method} {lib_spec:.1f} tok/s", flush=True)
     rows = []
     port = free_port()
     proc = start_hasten(args.model, args.method, port, max(levels))
@@ -171,6 +178,7 @@ def main() -> None:
         for c in levels:
             for label, extra in ((f"hasten {args.method}", {}), ("hasten plain", {"hasten": {"method": None}})):
                 rows.append((label, c, asyncio.run(run_level(url, args.model, prompts, c, args.max_tokens, extra))))
+                print(f"{label} c={c}: {rows[-1][2]['tok_s']:.1f} tok/s", flush=True)
     finally:
         proc.terminate()
         proc.wait(60)

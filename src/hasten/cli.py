@@ -192,12 +192,14 @@ def serve(
     max_queue: int = typer.Option(64, min=0, help="Most requests waiting; beyond it 429."),
     replicas: int = typer.Option(0, min=0, help="Ray Serve replicas (0 = one process, no Ray)."),
     auto_off: bool = typer.Option(True, help="Turn speculation off per request while it is losing."),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's)."),
 ) -> None:
     """Serve the model on an OpenAI-compatible HTTP API (docs/SERVE.md)."""
     from .serve.cli import serve as run
 
     run(model=model, method=method, method_options=parse_options(method, set_) if method else None, host=host,
-        port=port, dtype=dtype, max_batch=max_batch, max_queue=max_queue, replicas=replicas, auto_off=auto_off)
+        port=port, dtype=dtype, max_batch=max_batch, max_queue=max_queue, replicas=replicas, auto_off=auto_off,
+        threads=threads)
 
 
 @app.command()

@@ -34,6 +34,7 @@ def serve(model: str = "smollm2-135m", method: str | None = None, method_options
         method_options: its config fields.
         replicas: 0 = one process here; N >= 1 = N Ray Serve replicas (needs the ``ray`` extra).
         auto_off: turn speculation off per request while it measures as losing.
+        threads: torch intra-op threads (None = torch's default).
 
     Raises:
         ValueError: an unknown method, max_batch < 1, max_queue < 0, replicas < 0.
@@ -54,8 +55,12 @@ def serve(model: str = "smollm2-135m", method: str | None = None, method_options
 
         run_replicas(model, dtype, config, replicas, host=host, port=port)
         return
+    import torch
+
     from ..models import load_model
     from .app import create_app
 
+    if threads:
+        torch.set_num_threads(threads)
     lm, tokenizer = load_model(model, dtype=dtype)
     run_server(create_app(lm, tokenizer, config), host=host, port=port)
