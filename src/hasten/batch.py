@@ -53,6 +53,7 @@ __all__ = [
     "BatchedDecoder",
     "NotBatchableError",
     "TokenConstraint",
+    "batch_width",
     "batchable",
     "measured_speedup",
 ]
@@ -99,6 +100,27 @@ class AutoOffConfig:
     def __post_init__(self) -> None:
         if self.window < 1 or self.off_steps < 1 or self.max_off_steps < self.off_steps or self.min_speedup <= 0:
             raise ValueError(f"invalid AutoOffConfig {self}")
+
+
+def batch_width(expected: Sequence[Sequence[float]], curve: CostCurve) -> int:
+    """Draft nodes per row (Q - 1) that maximize committed tokens per second for the whole batch.
+
+    Every row's tree is padded to the widest, so one row's long draft makes all B rows pay
+    for Q query tokens: a step costs ``cost(B * Q)`` on the (batch-1) measured curve. Row b
+    expects ``expected[b][n]`` committed tokens when it verifies n nodes (``expected[b][0]``
+    = 1, a plain step); the width n* = argmax_n sum_b expected[b][min(n, len - 1)] / cost(B * (n + 1)).
+
+    Example: two rows, each expecting [1, 1.1] (a weak draft), on a curve where
+    cost(4) = 1.6 * cost(2): 2.2 / 1.6 < 2 / 1, so the width is 0 (plain steps).
+    """
+    rows = len(expected)
+    widest = max((len(e) - 1 for e in expected), default=0)
+    best, best_rate = 0, sum(e[0] for e in expected) / curve.cost(rows)
+    for n in range(1, widest + 1):
+        rate = sum(e[min(n, len(e) - 1)] for e in expected) / curve.cost(rows * (n + 1))
+        if rate > best_rate:
+            best, best_rate = n, rate
+    return best
 
 
 def measured_speedup(committed: Sequence[int], verified: Sequence[int], curve: CostCurve) -> float:
@@ -244,12 +266,14 @@ class BatchedDecoder:
 
     Args:
         model: a transformers causal LM with full attention in every layer.
+        batch_budget: with several rows, cut every row's draft to the width that pays for
+            itself for the whole padded batch (:func:`batch_width`); never changes output.
 
     Raises:
         ValueError: a model with sliding-window layers.
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, batch_budget: bool = True):
         if any(w is not None for w in kv.attention_windows(model)):
             raise ValueError("batched decoding needs full attention in every layer; sliding-window models "
                              "decode one request at a time (hasten.generate)")
@@ -264,6 +288,7 @@ class BatchedDecoder:
         self.keys: list[torch.Tensor] | None = None  # per layer (B, heads, L, head_dim)
         self.values: list[torch.Tensor] | None = None
         self.forwards = 0
+        self.batch_budget = batch_budget
         self._curve: CostCurve | None = None
 
     # ----- cost curve (shared by the budget and auto-off of every row) -----
@@ -393,6 +418,32 @@ class BatchedDecoder:
             draft, row.masks = row.req.constraint.tree_masks(draft)
         return draft
 
+    def _expected(self, row: BatchRow, draft: DraftTree) -> list[float]:
+        """Expected committed tokens when the row verifies its first n nodes (n = 0..N): 1 plus
+        the nodes' path acceptance probabilities, from the row's per-depth budget rates (0.5
+        without a budget). The first n nodes are closed under parents (parents precede children)."""
+        depths = tree_layout(draft.parents).depths[1:]
+        reach: list[float] = []
+        out = [1.0]
+        for node, depth in enumerate(depths):
+            parent = draft.parents[node]
+            rate = row.budget.rate(depth) if row.budget is not None else 0.5
+            reach.append(rate * (1.0 if parent < 0 else reach[parent]))
+            out.append(out[-1] + reach[-1])
+        return out
+
+    def _cut_to_batch_width(self, drafts: list[DraftTree]) -> list[DraftTree]:
+        """Cut every row's draft to the batch-optimal width (:func:`batch_width`); never changes output."""
+        width = batch_width([self._expected(row, d) for row, d in zip(self.rows, drafts)], self.cost_curve())
+        cut = []
+        for row, draft in zip(self.rows, drafts):
+            if len(draft) > width:
+                draft = draft.subset(list(range(width))) if width else DraftTree.chain([])
+                if row.masks is not None:
+                    row.masks = row.masks[:width + 1]
+            cut.append(draft)
+        return cut
+
     def _inputs(self, drafts: list[DraftTree]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """input ids (B, Q), position ids (B, Q) and the additive mask (B, 1, Q, L + Q), or None when
         one row verifies a chain over a cache without holes (the model's causal mask is that mask)."""
@@ -452,6 +503,8 @@ class BatchedDecoder:
         if not self.rows:
             return []
         drafts = [self._draft_or_fail(row) for row in self.rows]
+        if len(self.rows) > 1 and self.batch_budget:
+            drafts = self._cut_to_batch_width(drafts)
         ids, positions, mask = self._inputs(drafts)
         start = time.perf_counter()
         logits = self._forward(ids, positions, mask)

@@ -82,7 +82,7 @@ def test_rows_accept_different_lengths(model):
     different lengths (per-row compaction), and both still equal generate."""
     ps = [prompts()[3], prompts()[4]]
     refs = [hasten.generate(model, p, max_new_tokens=20, eos_token_id=[]).sequences[0].tolist() for p in ps]
-    dec = BatchedDecoder(model)
+    dec = BatchedDecoder(model, batch_budget=False)  # verify every proposed node
     rows = [dec.make_row(BatchRequest(p, 20, method=OracleDrafter(ref, wrong=i == 1), eos_token_id=[],
                                       draft_budget=None)) for i, (p, ref) in enumerate(zip(ps, refs))]
     for row in rows:
@@ -187,4 +187,21 @@ def test_float32_batch_equals_generate():
     reqs = [BatchRequest(p, 16, method="prompt_lookup", eos_token_id=[], draft_budget=None) for p in ps]
     expected = [hasten.generate(model, p, method="prompt_lookup", max_new_tokens=16, eos_token_id=[],
                                 draft_budget=None).sequences[0].tolist() for p in ps]
+    assert run_batch(model, reqs) == expected
+
+
+def test_batch_width_hand_examples():
+    from hasten.batch import batch_width
+
+    curve = CostCurve((1, 2, 4, 8), (1.0, 1.0, 1.6, 2.4))
+    assert batch_width([[1.0, 1.1], [1.0, 1.1]], curve) == 0  # 2.2 / 1.6 < 2 / 1.0
+    assert batch_width([[1.0, 1.9], [1.0, 1.9]], curve) == 1  # 3.8 / 1.6 > 2 / 1.0
+    assert batch_width([[1.0], [1.0]], curve) == 0
+
+
+def test_batch_width_cut_never_changes_output(model):
+    ps = prompts()
+    reqs = [BatchRequest(p, 24, method="suffix", eos_token_id=[], draft_budget="auto") for p in ps]
+    expected = [hasten.generate(model, p, method="suffix", max_new_tokens=24, eos_token_id=[]).sequences[0].tolist()
+                for p in ps]
     assert run_batch(model, reqs) == expected

@@ -94,7 +94,7 @@ class PredictionDrafter(Drafter):
         realigned = self._realign(step.tokens)
         self.aligned = realigned is not None
         if realigned is not None:
-            self.matched.update(range(realigned - 1, realigned))
+            self.matched.add(realigned - 1)  # the bonus token that re-aligned the output
             self.pos = realigned
 
     @property
