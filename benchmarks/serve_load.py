@@ -184,12 +184,12 @@ def main() -> None:
         proc.wait(60)
     if args.peer_transformers:
         port = free_port()
-        peer, _ = start_transformers(args.model, port)
+        peer, folder = start_transformers(args.model, port)
         try:
             wait_healthy(f"http://127.0.0.1:{port}/health", peer, timeout=300)
             for c in levels:
                 rows.append(("transformers serve (CB)", c,
-                             asyncio.run(run_level(f"http://127.0.0.1:{port}", args.model, prompts, c,
+                             asyncio.run(run_level(f"http://127.0.0.1:{port}", folder, prompts, c,
                                                    args.max_tokens, {}))))
         except Exception as exc:  # noqa: BLE001  (an optional peer)
             print(f"transformers serve: not measured ({exc})")
