@@ -240,7 +240,14 @@ def test_metrics_move_by_the_right_amounts(server, tiny_setup):
 
 def test_queue_full_is_429_and_disconnect_frees_the_row(tiny_setup):
     model, tokenizer = tiny_setup
-    long_body = {"messages": [{"role": "user", "content": "go"}], "max_tokens": 220, "stream": True,
+    for content in ["go", "run", "long", "again", "more", "x y z", "abc", "keep going"]:
+        messages = [{"role": "user", "content": content}]
+        greedy = hasten.generate(model, chat_prompt_ids(tokenizer, messages), max_new_tokens=220)
+        if greedy.stats.new_tokens == 220:  # precondition: the long request must not stop early
+            break
+    else:
+        pytest.fail("no prompt whose greedy output runs 220 tokens")
+    long_body = {"messages": messages, "max_tokens": 220, "stream": True, "temperature": 0,
                  "hasten": {"method": None}}
     with serving(model, tokenizer, max_batch=1, max_queue=1) as live:
         with httpx.Client(base_url=live.url, timeout=30) as http:
@@ -252,7 +259,9 @@ def test_queue_full_is_429_and_disconnect_frees_the_row(tiny_setup):
                     async with httpx.AsyncClient(base_url=live.url, timeout=60) as ac:
                         waiting = asyncio.create_task(ac.post("/v1/chat/completions", json={
                             "messages": [{"role": "user", "content": "q"}], "max_tokens": 2}))
-                        while httpx.get(live.url + "/health").json()["waiting"] < 1:
+                        deadline = time.time() + 30
+                        while (await ac.get("/health")).json()["waiting"] < 1:
+                            assert time.time() < deadline, "the second request never queued"
                             await asyncio.sleep(0.02)
                         full = await ac.post("/v1/chat/completions", json={
                             "messages": [{"role": "user", "content": "r"}], "max_tokens": 2})
