@@ -218,6 +218,28 @@ def models() -> None:
 
 
 @app.command()
+def serve(
+    model: str = typer.Option("smollm2-135m", help="Built-in name, local folder or hub id."),
+    method: Optional[str] = typer.Option(None, help="Default draft method; requests may override it."),
+    set_: list[str] = typer.Option([], "--set", help="Method config field, FIELD=VALUE (repeatable)."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    dtype: str = typer.Option("float32"),
+    max_batch: int = typer.Option(8, min=1, help="Most requests decoded together."),
+    max_queue: int = typer.Option(64, min=0, help="Most requests waiting; beyond it 429."),
+    replicas: int = typer.Option(0, min=0, help="Ray Serve replicas (0 = one process, no Ray)."),
+    auto_off: bool = typer.Option(True, help="Turn speculation off per request while it is losing."),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's)."),
+) -> None:
+    """Serve the model on an OpenAI-compatible HTTP API (docs/SERVE.md)."""
+    from .serve.cli import serve as run
+
+    run(model=model, method=method, method_options=parse_options(method, set_) if method else None, host=host,
+        port=port, dtype=dtype, max_batch=max_batch, max_queue=max_queue, replicas=replicas, auto_off=auto_off,
+        threads=threads)
+
+
+@app.command()
 def methods() -> None:
     """List the registered draft methods and their config fields."""
     from .drafters import get_method, list_methods

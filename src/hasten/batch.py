@@ -1,0 +1,563 @@
+"""Batched verification with per-row acceptance: several requests share each target forward.
+
+:class:`BatchedDecoder` holds B independent requests (*rows*) in one KV cache of shape
+(B, heads, L, head_dim). Each step every row drafts its own tree (or nothing: a plain
+step), the trees are padded to the widest one (Q = max N_b + 1 query rows) and verified in
+**one** target forward with explicit per-row position ids and a 4-D additive mask
+(B, 1, Q, L + Q) that shows each query row its own cached tokens and its ancestors in its
+own tree. Each row then accepts its own path (greedy or position-keyed sampling exactly as
+:func:`hasten.generate` does) and the cache is compacted **per row**: row b keeps its
+``len_b`` cached tokens followed by its root and accepted nodes, left-aligned, so rows
+end each step with different lengths (slots past a row's length are padding, hidden by
+the mask). Requests join (:meth:`BatchedDecoder.add`, a batch-1 prefill then a merge) and
+leave (:meth:`BatchedDecoder.remove`) between steps: continuous batching.
+
+Guarantee: a row's tokens are those :func:`hasten.generate` gives for the same request
+(same method, options, sampling parameters and seed) up to the floating-point rounding of
+a padded, masked, batched forward: token-identical in float64 and float32 on the tests
+here; in bfloat16 a near-tie can flip (plain batched decoding has the same property).
+The reference path is :func:`hasten.generate` itself, one request at a time.
+
+Not batched (the server runs them through :func:`hasten.generate`, one at a time):
+drafters that run the target's own layers (``needs_torch_target``), drafters that
+sample their drafts when sampling (``proposes_distributions``, verified with the
+speculative sampling rule), and models with sliding-window layers.
+
+Dims: B rows, Q query rows per step (root + padded draft), L cached slots, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from transformers import DynamicCache
+
+from . import kv
+from .budget import BudgetConfig, DraftBudget
+from .cost import CostCurve, load_or_measure
+from .drafters.base import Drafter, DraftRequest, VerifiedStep, build_drafter
+from .engine import GenerationStats, _Committer, _eos_ids, stats_name
+from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits
+from .tree import DraftTree, tree_layout
+from .verify import walk_tree
+
+__all__ = [
+    "AutoOff",
+    "AutoOffConfig",
+    "BatchRequest",
+    "BatchRow",
+    "BatchedDecoder",
+    "NotBatchableError",
+    "TokenConstraint",
+    "batch_width",
+    "batchable",
+    "measured_speedup",
+]
+
+
+class NotBatchableError(ValueError):
+    """A request whose method cannot share a batch (run it with :func:`hasten.generate`)."""
+
+
+class TokenConstraint(Protocol):
+    """A per-request constraint on which tokens may follow (e.g. a JSON-schema grammar).
+
+    ``tree_masks(root_tokens, draft)`` returns the draft cut to the nodes the constraint
+    allows (a node whose token it forbids is dropped with its subtree) and an (N'+1, V)
+    bool mask of allowed next tokens for the root and each kept node; the state must not
+    change. ``accept(tokens)`` advances the state by committed tokens only.
+    """
+
+    def tree_masks(self, draft: DraftTree) -> tuple[DraftTree, torch.Tensor]: ...
+
+    def accept(self, tokens: Sequence[int]) -> None: ...
+
+
+@dataclass(frozen=True)
+class AutoOffConfig:
+    """When speculation turns itself off for a request.
+
+    Every ``window`` verification steps that drafted, the measured speedup of those steps
+    is estimated as ``committed per step * cost(1) / cost(mean verified nodes + 1)`` on
+    the target's measured cost curve (:mod:`hasten.cost`). Below ``min_speedup`` the
+    request takes plain steps for ``off_steps`` steps (doubling after each further losing
+    probe, at most ``max_off_steps``), then probes speculation again for ``window`` steps.
+    Trades nothing against fidelity: output never changes, only which steps draft.
+
+    Raises:
+        ValueError: window < 1, off_steps < 1, max_off_steps < off_steps or min_speedup <= 0.
+    """
+
+    window: int = 8
+    min_speedup: float = 1.0
+    off_steps: int = 16
+    max_off_steps: int = 128
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.off_steps < 1 or self.max_off_steps < self.off_steps or self.min_speedup <= 0:
+            raise ValueError(f"invalid AutoOffConfig {self}")
+
+
+def batch_width(expected: Sequence[Sequence[float]], curve: CostCurve) -> int:
+    """Draft nodes per row (Q - 1) that maximize committed tokens per second for the whole batch.
+
+    Every row's tree is padded to the widest, so one row's long draft makes all B rows pay
+    for Q query tokens: a step costs ``cost(B * Q)`` on the (batch-1) measured curve. Row b
+    expects ``expected[b][n]`` committed tokens when it verifies n nodes (``expected[b][0]``
+    = 1, a plain step); the width n* = argmax_n sum_b expected[b][min(n, len - 1)] / cost(B * (n + 1)).
+
+    Example: two rows, each expecting [1, 1.1] (a weak draft), on a curve where
+    cost(4) = 1.6 * cost(2): 2.2 / 1.6 < 2 / 1, so the width is 0 (plain steps).
+    """
+    rows = len(expected)
+    widest = max((len(e) - 1 for e in expected), default=0)
+    best, best_rate = 0, sum(e[0] for e in expected) / curve.cost(rows)
+    for n in range(1, widest + 1):
+        rate = sum(e[min(n, len(e) - 1)] for e in expected) / curve.cost(rows * (n + 1))
+        if rate > best_rate:
+            best, best_rate = n, rate
+    return best
+
+
+def measured_speedup(committed: Sequence[int], verified: Sequence[int], curve: CostCurve) -> float:
+    """Estimated speedup of speculative steps over plain steps on ``curve``.
+
+    Args:
+        committed: tokens committed per speculative step.
+        verified: draft nodes verified per step (root excluded).
+
+    Example: committed [2, 2], verified [3, 3] on a curve where cost(4) = 1.6 * cost(1)
+    gives 2 / 1.6 = 1.25.
+    """
+    if not committed:
+        return 1.0
+    mean_committed = sum(committed) / len(committed)
+    mean_nodes = sum(verified) / len(verified)
+    lo, hi = int(mean_nodes), int(mean_nodes) + 1
+    frac = mean_nodes - lo
+    cost = (1 - frac) * curve.cost(lo + 1) + frac * curve.cost(hi + 1)
+    return mean_committed * curve.cost(1) / cost
+
+
+class AutoOff:
+    """Per-request auto-off state (see :class:`AutoOffConfig`); ``reset()`` starts afresh."""
+
+    def __init__(self, curve: CostCurve, config: AutoOffConfig = AutoOffConfig()):
+        self.curve, self.config = curve, config
+        self.reset()
+
+    def reset(self) -> None:
+        self.committed: list[int] = []
+        self.verified: list[int] = []
+        self.off_left = 0
+        self.next_off = self.config.off_steps
+        self.switches = 0  # times speculation was turned off
+
+    @property
+    def speculating(self) -> bool:
+        """Whether the next step may draft."""
+        return self.off_left == 0
+
+    def observe(self, verified_nodes: int, committed: int) -> None:
+        """Record one step (``verified_nodes`` = 0 for a plain step)."""
+        if not self.speculating:
+            self.off_left -= 1
+            return
+        if verified_nodes == 0:
+            return
+        self.committed.append(committed)
+        self.verified.append(verified_nodes)
+        if len(self.committed) < self.config.window:
+            return
+        speedup = measured_speedup(self.committed, self.verified, self.curve)
+        self.committed, self.verified = [], []
+        if speedup < self.config.min_speedup:
+            self.off_left = self.next_off
+            self.next_off = min(2 * self.next_off, self.config.max_off_steps)
+            self.switches += 1
+        else:
+            self.next_off = self.config.off_steps
+
+
+@dataclass
+class BatchRequest:
+    """One request for :class:`BatchedDecoder` (the arguments of :func:`hasten.generate`).
+
+    Attributes:
+        prompt: prompt token ids (>= 1).
+        max_new_tokens: >= 1.
+        method: None (plain steps), a method name, config or :class:`Drafter`.
+        method_options: the method config's fields.
+        params: sampling parameters.
+        seed: sampling seed (None = random).
+        eos_token_id: None = the model's; ``[]`` = never.
+        stop: stop strings (need ``tokenizer``).
+        tokenizer: for stop strings.
+        draft_budget: "auto", a :class:`BudgetConfig` or None (as in :func:`hasten.generate`).
+        auto_off: an :class:`AutoOffConfig`, or None to always draft.
+        constraint: a :class:`TokenConstraint` (grammar), or None.
+        streamer: called with each list of newly committed tokens.
+    """
+
+    prompt: list[int]
+    max_new_tokens: int = 128
+    method: Any = None
+    method_options: dict[str, Any] = field(default_factory=dict)
+    params: SamplingParams = field(default_factory=SamplingParams)
+    seed: int | None = None
+    eos_token_id: Any = None
+    stop: Sequence[str] = ()
+    tokenizer: Any = None
+    draft_budget: Any = "auto"
+    auto_off: AutoOffConfig | None = None
+    constraint: TokenConstraint | None = None
+    streamer: Callable[[list[int]], None] | None = None
+
+
+def batchable(drafter: Drafter | None, params: SamplingParams) -> bool:
+    """Whether a request with this drafter can join a batch (see the module docstring)."""
+    if drafter is None:
+        return True
+    if getattr(drafter, "needs_torch_target", False):
+        return False
+    return params.greedy or not drafter.proposes_distributions
+
+
+class BatchRow:
+    """One request's state inside the batch: committed tokens, drafter, budget, auto-off,
+    draws and stats. ``cached`` = KV slots of this row holding committed tokens
+    (``len(tokens) - 1``: the root is not cached)."""
+
+    def __init__(self, req: BatchRequest, drafter: Drafter | None, run: _Committer, budget: DraftBudget | None,
+                 auto_off: AutoOff | None, draws: PositionDraws | None, generator: torch.Generator):
+        self.req, self.drafter, self.run, self.budget = req, drafter, run, budget
+        self.auto_off, self.draws, self.generator = auto_off, draws, generator
+        self.stats = GenerationStats(method="ar" if drafter is None else stats_name(drafter),
+                                     prompt_tokens=len(req.prompt))
+        self.cached = len(req.prompt) - 1
+        self.draft = DraftTree.chain([])
+        self.masks: torch.Tensor | None = None
+        self.error: Exception | None = None  # a failure of this row's drafter or constraint
+        self.t0 = time.perf_counter()
+
+    @property
+    def done(self) -> bool:
+        return self.run.done or self.error is not None
+
+    def finish(self) -> GenerationStats:
+        """Fill the final counters and return the stats."""
+        s = self.stats
+        s.new_tokens = len(self.run.tokens) - len(self.req.prompt)
+        s.finish_reason = self.run.finish_reason
+        s.decode_seconds = time.perf_counter() - self.t0 - s.prefill_seconds
+        if self.drafter is not None:
+            s.drafter = dict(self.drafter.stats())
+        if self.auto_off is not None:
+            s.drafter["auto_off_switches"] = self.auto_off.switches
+        return s
+
+
+class BatchedDecoder:
+    """Continuous batching of speculative (or plain) decoding with per-row acceptance.
+
+    Args:
+        model: a transformers causal LM with full attention in every layer.
+        batch_budget: with several rows, cut every row's draft to the width that pays for
+            itself for the whole padded batch (:func:`batch_width`); never changes output.
+
+    Raises:
+        ValueError: a model with sliding-window layers.
+    """
+
+    def __init__(self, model: torch.nn.Module, batch_budget: bool = True):
+        if any(w is not None for w in kv.attention_windows(model)):
+            raise ValueError("batched decoding needs full attention in every layer; sliding-window models "
+                             "decode one request at a time (hasten.generate)")
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.cache_kw = kv.cache_kwarg(model)
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.context_length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.rows: list[BatchRow] = []
+        self.keys: list[torch.Tensor] | None = None  # per layer (B, heads, L, head_dim)
+        self.values: list[torch.Tensor] | None = None
+        self.forwards = 0
+        self.batch_budget = batch_budget
+        self._curve: CostCurve | None = None
+
+    # ----- cost curve (shared by the budget and auto-off of every row) -----
+    def cost_curve(self) -> CostCurve:
+        if self._curve is None:
+            self._curve = load_or_measure(self.model)
+        return self._curve
+
+    @property
+    def length(self) -> int:
+        """L: cached slots (the longest row's cached tokens, after compaction)."""
+        return 0 if self.keys is None else self.keys[0].shape[2]
+
+    # ----- requests join and leave -----
+    def make_row(self, req: BatchRequest) -> BatchRow:
+        """Validate ``req`` and build its row state (no forward yet).
+
+        Raises:
+            ValueError: empty prompt, prompt not shorter than the context, max_new_tokens < 1,
+                stop strings without a tokenizer.
+            NotBatchableError: a request that cannot be batched (see the module docstring).
+            hasten.drafters.UnknownMethodError / TypeError: as :func:`hasten.generate`.
+        """
+        if not req.prompt:
+            raise ValueError("empty prompt: give at least one token")
+        if self.context_length is not None and len(req.prompt) >= self.context_length:
+            raise ValueError(f"prompt has {len(req.prompt)} tokens but the model's context length is "
+                             f"{self.context_length}; shorten the prompt")
+        if req.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {req.max_new_tokens}")
+        if req.stop and req.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer")
+        drafter = None if req.method is None else build_drafter(req.method, **req.method_options)
+        if not batchable(drafter, req.params):
+            raise NotBatchableError(f"method {stats_name(drafter)!r} cannot join a batch (runs the target's layers or "
+                             "samples its drafts); use hasten.generate")
+        params = req.params
+        generator = torch.Generator()
+        seed = generator.seed() if req.seed is None else req.seed
+        generator.manual_seed(seed)
+        draws = None if params.greedy else PositionDraws(seed)
+        run = _Committer(list(req.prompt), req.max_new_tokens, self.context_length,
+                         _eos_ids(self.model, req.eos_token_id), list(req.stop), req.tokenizer, req.streamer,
+                         self.vocab_size if params.uses_history else None, self.device)
+        budget_cfg = BudgetConfig() if req.draft_budget == "auto" else req.draft_budget
+        budget = DraftBudget(self.cost_curve(), budget_cfg) if drafter is not None and budget_cfg else None
+        auto = AutoOff(self.cost_curve(), req.auto_off) if drafter is not None and req.auto_off else None
+        if drafter is not None:
+            draft_generator = torch.Generator()
+            draft_generator.manual_seed((seed + 0x5DEECE66D) % (1 << 64))
+            drafter.begin(DraftRequest(list(req.prompt), self.model, params, draft_generator, self.vocab_size, None))
+        return BatchRow(req, drafter, run, budget, auto, draws, generator)
+
+    def add(self, row: BatchRow) -> None:
+        """Prefill ``row``'s prompt but its last token (batch 1) and merge it into the batch."""
+        prompt = row.req.prompt
+        keys = values = None
+        if len(prompt) > 1:
+            cache = DynamicCache(config=self.model.config)
+            ids = torch.tensor([prompt[:-1]], dtype=torch.long, device=self.device)
+            with torch.inference_mode():
+                self.model(input_ids=ids, **{self.cache_kw: cache}, use_cache=True, logits_to_keep=1)
+            self.forwards += 1
+            keys = [layer.keys for layer in cache.layers]
+            values = [layer.values for layer in cache.layers]
+        row.stats.forward_passes += 1 if len(prompt) > 1 else 0
+        row.stats.prefill_seconds = time.perf_counter() - row.t0
+        self._merge(keys, values)
+        self.rows.append(row)
+
+    def _merge(self, keys: list[torch.Tensor] | None, values: list[torch.Tensor] | None) -> None:
+        if self.keys is None and keys is None:
+            return
+        if self.keys is None:  # rows so far cache nothing: give them empty slots
+            b = len(self.rows)
+            self.keys = [k.new_zeros((b, *k.shape[1:2], 0, k.shape[-1])) for k in keys]
+            self.values = [v.new_zeros((b, *v.shape[1:2], 0, v.shape[-1])) for v in values]
+        if keys is None:
+            keys = [k.new_zeros((1, k.shape[1], 0, k.shape[-1])) for k in self.keys]
+            values = [v.new_zeros((1, v.shape[1], 0, v.shape[-1])) for v in self.values]
+        length = max(self.length, keys[0].shape[2])
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[2]))
+
+        self.keys = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.keys, keys)]
+        self.values = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.values, values)]
+
+    def remove(self, row: BatchRow) -> None:
+        """Drop ``row`` (finished or cancelled) and its KV slots."""
+        index = self.rows.index(row)
+        self.rows.pop(index)
+        if self.keys is None:
+            return
+        keep = torch.tensor([i for i in range(len(self.rows) + 1) if i != index], dtype=torch.long,
+                            device=self.device)
+        length = max((r.cached for r in self.rows), default=0)
+        self.keys = [k.index_select(0, keep)[:, :, :length] for k in self.keys]
+        self.values = [v.index_select(0, keep)[:, :, :length] for v in self.values]
+
+    # ----- one step -----
+    def _draft_or_fail(self, row: BatchRow) -> DraftTree:
+        """The row's draft; a failing drafter or constraint fails only its own row
+        (``row.error``), which then takes a plain step and is reported as finished."""
+        if row.error is None:
+            try:
+                return self._draft(row)
+            except Exception as exc:  # noqa: BLE001  (isolate one request's failure from the batch)
+                row.error = exc
+        row.masks = None
+        return DraftTree.chain([])
+
+    def _draft(self, row: BatchRow) -> DraftTree:
+        run = row.run
+        max_depth = run.remaining - 1
+        draft = None
+        drafting = row.drafter is not None and max_depth >= 1 and (row.auto_off is None or row.auto_off.speculating)
+        if drafting:
+            draft = row.drafter.propose(run.tokens, max_depth)
+            if draft is not None and len(draft):
+                draft = draft.truncated(max_depth)
+                if row.budget is not None:
+                    draft = row.budget.cut(draft, max_depth)
+        draft = draft if draft is not None and len(draft) else DraftTree.chain([])
+        row.masks = None
+        if row.req.constraint is not None:
+            draft, row.masks = row.req.constraint.tree_masks(draft)
+        return draft
+
+    def _expected(self, row: BatchRow, draft: DraftTree) -> list[float]:
+        """Expected committed tokens when the row verifies its first n nodes (n = 0..N): 1 plus
+        the nodes' path acceptance probabilities, from the row's per-depth budget rates (0.5
+        without a budget). The first n nodes are closed under parents (parents precede children)."""
+        depths = tree_layout(draft.parents).depths[1:]
+        reach: list[float] = []
+        out = [1.0]
+        for node, depth in enumerate(depths):
+            parent = draft.parents[node]
+            rate = row.budget.rate(depth) if row.budget is not None else 0.5
+            reach.append(rate * (1.0 if parent < 0 else reach[parent]))
+            out.append(out[-1] + reach[-1])
+        return out
+
+    def _cut_to_batch_width(self, drafts: list[DraftTree]) -> list[DraftTree]:
+        """Cut every row's draft to the batch-optimal width (:func:`batch_width`); never changes output."""
+        width = batch_width([self._expected(row, d) for row, d in zip(self.rows, drafts)], self.cost_curve())
+        cut = []
+        for row, draft in zip(self.rows, drafts):
+            if len(draft) > width:
+                draft = draft.subset(list(range(width))) if width else DraftTree.chain([])
+                if row.masks is not None:
+                    row.masks = row.masks[:width + 1]
+            cut.append(draft)
+        return cut
+
+    def _inputs(self, drafts: list[DraftTree]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """input ids (B, Q), position ids (B, Q) and the additive mask (B, 1, Q, L + Q), or None when
+        one row verifies a chain over a cache without holes (the model's causal mask is that mask)."""
+        b, length = len(drafts), self.length
+        q = max(len(d) for d in drafts) + 1
+        ids = torch.zeros((b, q), dtype=torch.long)
+        positions = torch.zeros((b, q), dtype=torch.long)
+        visible = torch.zeros((b, q, length + q), dtype=torch.bool)
+        for i, (row, draft) in enumerate(zip(self.rows, drafts)):
+            n = len(draft) + 1
+            layout = tree_layout(draft.parents)
+            ids[i, :n] = torch.tensor([row.run.tokens[-1], *draft.tokens])
+            positions[i, :n] = row.cached + torch.tensor(layout.depths)
+            positions[i, n:] = row.cached
+            visible[i, :, :row.cached] = True
+            visible[i, :n, length:length + n] = layout.visible
+            visible[i, n:, length + n:] = torch.eye(q - n, dtype=torch.bool)
+        if b == 1 and drafts[0].is_chain and self.rows[0].cached == length:
+            return ids.to(self.device), positions.to(self.device), None  # no holes: the causal mask, as generate()
+        mask = torch.zeros(visible.shape, dtype=self.dtype).masked_fill(~visible, torch.finfo(self.dtype).min)
+        return ids.to(self.device), positions.to(self.device), mask[:, None].to(self.device)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        cache = DynamicCache(config=self.model.config)
+        if self.keys is not None:
+            for layer, k, v in zip(cache.layers, self.keys, self.values):
+                layer.keys, layer.values, layer.device, layer.is_initialized = k, v, k.device, True
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, position_ids=positions, attention_mask=mask,
+                                **{self.cache_kw: cache}, use_cache=True).logits
+        self.forwards += 1
+        self.keys = [layer.keys for layer in cache.layers]
+        self.values = [layer.values for layer in cache.layers]
+        return logits
+
+    def _accept(self, row: BatchRow, draft: DraftTree, logits: torch.Tensor) -> tuple[list[int], int, list[int],
+                                                                                     torch.Tensor]:
+        """Row ``row``'s acceptance on its (N+1, V) logits: exactly the engine's greedy /
+        position-keyed rule (:func:`hasten.engine._verify`), on grammar-masked scores."""
+        run, params = row.run, row.req.params
+        layout = tree_layout(draft.parents, draft.tokens)
+        seen = None
+        if params.uses_history:
+            path_tokens = torch.tensor(draft.tokens, dtype=torch.long, device=logits.device)
+            seen = presence_rows(run.seen, path_tokens, layout.node_ancestors.to(logits.device))
+        scores = process_logits(logits, params, seen)
+        if row.masks is not None:
+            scores = scores.masked_fill(~row.masks.to(scores.device), float("-inf"))
+        draws = None if row.draws is None else row.draws([len(run.tokens) + d for d in layout.depths])
+        row_tokens = choose_tokens(scores, params, row.generator, draws).tolist()
+        path, nxt = walk_tree(layout.children, row_tokens)
+        return path, nxt, row_tokens, scores
+
+    def step(self) -> list[BatchRow]:
+        """One batched verification step for every row; returns the rows that finished
+        (still in the batch: call :meth:`remove`)."""
+        if not self.rows:
+            return []
+        drafts = [self._draft_or_fail(row) for row in self.rows]
+        if len(self.rows) > 1 and self.batch_budget:
+            drafts = self._cut_to_batch_width(drafts)
+        ids, positions, mask = self._inputs(drafts)
+        start = time.perf_counter()
+        logits = self._forward(ids, positions, mask)
+        seconds = time.perf_counter() - start
+        length = self.length - ids.shape[1]
+        gather: list[list[int]] = []
+        for i, (row, draft) in enumerate(zip(self.rows, drafts)):
+            path, nxt, row_tokens, scores = self._accept(row, draft, logits[i, :len(draft) + 1])
+            gather.append(list(range(row.cached)) + [length + r for r in [0] + [node + 1 for node in path]])
+            self._finish_step(row, draft, path, nxt, row_tokens, scores, seconds)
+        self._compact(gather)
+        return [row for row in self.rows if row.done]
+
+    def _finish_step(self, row: BatchRow, draft: DraftTree, path: list[int], nxt: int, row_tokens: list[int],
+                     scores: torch.Tensor, seconds: float) -> None:
+        if row.budget is not None and len(draft):
+            row.budget.observe_step(draft, path)
+        root_position = len(row.run.tokens) - 1
+        new = [draft.tokens[node] for node in path] + [nxt]
+        kept = row.run.commit(new)
+        if row.req.constraint is not None and row.error is None and not row.run.done:
+            try:
+                row.req.constraint.accept(new[:kept])
+            except Exception as exc:  # noqa: BLE001  (see _draft_or_fail)
+                row.error = exc
+        row.cached += 1 + len(path)
+        s = row.stats
+        s.drafted.append(len(draft))
+        s.accepted.append(min(len(path), kept))
+        s.committed.append(kept)
+        s.forward_passes += 1
+        s.forward_seconds += seconds
+        if row.auto_off is not None:
+            row.auto_off.observe(len(draft), kept)
+        if row.error is None and row.drafter is not None and (
+                len(draft) or getattr(row.drafter, "observes_plain_steps", False)):
+            try:
+                row.drafter.on_accept(VerifiedStep(row.run.tokens, draft, path, nxt, row_tokens, scores,
+                                                   root_position))
+            except Exception as exc:  # noqa: BLE001  (see _draft_or_fail)
+                row.error = exc
+
+    def _compact(self, gather: list[list[int]]) -> None:
+        """Per-row KV compaction: row b keeps the slots ``gather[b]``, left-aligned."""
+        length = max(len(g) for g in gather)
+        if all(g == list(range(len(g))) for g in gather) and all(len(g) == length for g in gather):
+            self.keys = [k[:, :, :length] for k in self.keys]  # every row kept a prefix: no copy
+            self.values = [v[:, :, :length] for v in self.values]
+            return
+        index = torch.tensor([g + [0] * (length - len(g)) for g in gather], dtype=torch.long, device=self.device)
+
+        def take(t: torch.Tensor) -> torch.Tensor:
+            return t.gather(2, index[:, None, :, None].expand(t.shape[0], t.shape[1], length, t.shape[3]))
+
+        self.keys = [take(k) for k in self.keys]
+        self.values = [take(v) for v in self.values]
