@@ -7,7 +7,6 @@ import torch
 
 import hasten
 from hasten import cli, models
-from hasten.compare import compare_line, format_comparison
 
 
 def _run(monkeypatch, capsys, *argv):
@@ -60,6 +59,8 @@ def test_models_lists_the_builtin_names(monkeypatch, capsys):
 
 
 def test_format_comparison():
+    from hasten.compare import format_comparison
+
     line = format_comparison("prompt_lookup", 20.0, 50.0, True)
     assert "plain 20.0 tok/s" in line and "prompt_lookup 50.0 tok/s" in line
     assert "identical tokens: yes" in line and "speedup 2.50x" in line
@@ -67,6 +68,8 @@ def test_format_comparison():
 
 
 def test_compare_runs_plain_decoding_with_the_same_settings(tiny_factory):
+    from hasten.compare import compare_line
+
     model = tiny_factory("llama")
     prompt = torch.tensor([[5, 9, 17, 5, 9, 17, 5, 9]])
     settings = {"max_new_tokens": 12, "eos_token_id": []}
