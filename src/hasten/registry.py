@@ -131,6 +131,15 @@ class Registry(Generic[T]):
         self._load()
         return self._by_type.get(config_type)
 
+    def key_type(self, name: str) -> type | None:
+        """The key type ``name`` was registered with, or None.
+
+        Raises:
+            UnknownNameError (or the registry's ``error`` type): no such name.
+        """
+        self.get(name)
+        return next((t for t, n in self._by_type.items() if n == name), None)
+
     def names(self) -> tuple[str, ...]:
         """Every registered name, sorted."""
         self._load()

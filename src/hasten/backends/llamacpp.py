@@ -313,8 +313,7 @@ class LlamaCppTarget:
     def supported_methods() -> list[str]:
         from ..drafters.base import get_method, list_methods
 
-        return [name for name in list_methods() if not getattr(get_method(name).drafter_cls, "needs_torch_target", False)
-                and name != "draft_model"]
+        return [name for name in list_methods() if get_method(name).model_free]
 
     def eos_ids(self, eos_token_id) -> set[int]:
         if eos_token_id is None:

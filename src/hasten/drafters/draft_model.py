@@ -187,4 +187,5 @@ class DraftModelDrafter(Drafter):
 
 
 register(MethodSpec("draft_model", DraftModelConfig, DraftModelDrafter,
-                    "a smaller causal LM with the same vocabulary drafts a chain (arXiv 2211.17192)"))
+                    "a smaller causal LM with the same vocabulary drafts a chain (arXiv 2211.17192)",
+                    needs_draft_model=True))
