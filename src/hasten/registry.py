@@ -28,13 +28,20 @@ import importlib
 from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
-__all__ = ["Registry", "UnknownNameError"]
+__all__ = ["Registry", "UnknownNameError", "UnknownKeyError"]
 
 T = TypeVar("T")
 
 
 class UnknownNameError(ValueError):
     """A name (or config type) that nothing registered; the message lists the known names."""
+
+
+class UnknownKeyError(UnknownNameError, KeyError):
+    """An unknown name where callers historically caught ``KeyError`` (suites, shipped models)."""
+
+    def __str__(self) -> str:
+        return ValueError.__str__(self)
 
 
 class Registry(Generic[T]):
