@@ -154,12 +154,13 @@ class HastenContender(Contender):
         from ..compile import CompiledModel
 
         from ..drafters import get_method
+        from ..targets import is_backend_model
 
         self.name, self.model, self.method = name, model, method
         self.options = dict(options or {})
         # plain decoding and draft-free methods draw by position (hasten.sampling.PositionDraws)
-        self.sampled_exact = method is None or not get_method(method).drafter_cls.proposes_distributions
-        if hasattr(model, "engine_target"):  # a backend model: llama.cpp kernels on a GGUF file
+        self.sampled_exact = method is None or not get_method(method).proposes_distributions
+        if is_backend_model(model):  # a backend model: llama.cpp kernels on a GGUF file
             self.engine, self.uses_target = f"hasten on {model.backend}", False
             self.precision, self.timer = gguf_precision(model.path), None
             return
