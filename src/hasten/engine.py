@@ -32,7 +32,7 @@ from .budget import BudgetConfig, DraftBudget
 from .cache_probe import check_cache
 from .drafters.base import DraftRequest, VerifiedStep, build_drafter
 from .padding import split_left_padding
-from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits
+from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits, seen_mask
 from .results import GenerationResult, GenerationStats
 from .targets import Target, TransformersTarget, resolve_target
 from .tree import DraftTree, tree_layout
@@ -60,8 +60,7 @@ class _Committer:
         self.finish_reason = ""
         self.seen = None
         if track_seen is not None:
-            self.seen = torch.zeros(track_seen, dtype=torch.bool, device=device)
-            self.seen[torch.tensor(prompt, device=device)] = True
+            self.seen = seen_mask(prompt, track_seen, device)
 
     @property
     def remaining(self) -> int:

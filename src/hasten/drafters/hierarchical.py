@@ -53,7 +53,7 @@ from transformers import DynamicCache
 
 from .. import kv
 from ..ngram import NgramIndex
-from ..sampling import presence_rows, process_logits
+from ..sampling import presence_rows, process_logits, seen_mask
 from ..tree import DraftTree
 from ..verify import speculative_sample_accept
 from .base import Drafter, DraftRequest, MethodSpec, register
@@ -332,8 +332,7 @@ class HierarchicalDrafter(Drafter):
         pending = tokens[-1]
         seen = None
         if params.uses_history:
-            seen = torch.zeros(self.request.vocab_size, dtype=torch.bool)
-            seen[torch.tensor(tokens)] = True
+            seen = seen_mask(tokens, self.request.vocab_size)
         while len(out) < limit:
             chain = self._level2(tokens + out, min(self.level2_len, limit - len(out) - 1))
             logits = self._level1_forward(partial, [pending, *chain.tokens], cached + len(out), capture)
