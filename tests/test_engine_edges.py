@@ -182,9 +182,9 @@ class _ForeignBackend:
         self.inner = model
 
     def engine_target(self):
-        from hasten.engine import _Target
+        from hasten.targets import TransformersTarget
 
-        target = _Target(self.inner)
+        target = TransformersTarget(self.inner)
         target.backend = "test"
         target.max_nodes = lambda cache: 3
         target.supported_methods = lambda: ["prompt_lookup"]

@@ -14,7 +14,7 @@ import transformers
 
 import hasten
 from hasten import cost, kv
-from hasten.engine import _make_target
+from hasten.targets import resolve_target as _make_target
 
 # --- 1. recurrent and hybrid models -------------------------------------------------------
 

@@ -26,12 +26,12 @@ def test_rollback_equals_shorter_prefill(tiny_model):
 
 def test_compaction_of_non_contiguous_tree_path(tiny_model):
     """Verify a tree, keep a path that skips siblings, compare with a plain forward."""
-    from hasten.engine import _Target
+    from hasten.targets import TransformersTarget
     from hasten.tree import DraftTree
 
     committed = [3, 9, 14, 15, 26, 40]
     tree = DraftTree((50, 51, 52, 53, 54), (-1, -1, 1, 1, 3))  # path: node1 -> node3 -> node4
-    target = _Target(tiny_model)
+    target = TransformersTarget(tiny_model)
     cache = _cache_for(tiny_model, committed[:-1])
     start = kv.cache_length(cache)
     positions, mask = target.tree_inputs(start, tree)
@@ -43,12 +43,12 @@ def test_compaction_of_non_contiguous_tree_path(tiny_model):
 
 def test_tree_logits_equal_sequential_logits(tiny_model):
     """Every tree row scores exactly what a plain forward over its root path scores."""
-    from hasten.engine import _Target
+    from hasten.targets import TransformersTarget
     from hasten.tree import DraftTree
 
     committed = [7, 8, 9, 10]
     tree = DraftTree((20, 21, 22, 23), (-1, 0, -1, 2))
-    target = _Target(tiny_model)
+    target = TransformersTarget(tiny_model)
     cache = _cache_for(tiny_model, committed[:-1])
     positions, mask = target.tree_inputs(kv.cache_length(cache), tree)
     with torch.inference_mode():
@@ -62,7 +62,7 @@ def test_tree_logits_equal_sequential_logits(tiny_model):
 def test_preallocated_cache_matches_dynamic(tiny_model):
     """Preallocated layers: same logits, same rollback and compaction results as the
     dynamic cache, including growth past the initial capacity."""
-    from hasten.engine import _Target
+    from hasten.targets import TransformersTarget
     from hasten.tree import DraftTree
 
     tokens = [(7 * i) % 90 + 3 for i in range(300)]  # > 256: forces a capacity doubling
@@ -74,7 +74,7 @@ def test_preallocated_cache_matches_dynamic(tiny_model):
             tiny_model(input_ids=torch.tensor([tokens]), use_cache=True, **{kw: cache})
             kv.rollback(cache, 280)
         _assert_same(dynamic, static)
-        target = _Target(tiny_model)
+        target = TransformersTarget(tiny_model)
         tree = DraftTree((50, 51, 52, 53, 54), (-1, -1, 1, 1, 3))
         outs = []
         for cache in (dynamic, static):

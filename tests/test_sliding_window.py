@@ -47,10 +47,10 @@ def test_methods_are_token_identical(sliding_model_and_refs, tiny_factory, metho
 
 def test_tree_masks_follow_each_layer_type(tiny_factory):
     """Hand-checked masks: 10 cached tokens, window 8, a root with one child (depth 1)."""
-    from hasten.engine import _Target
+    from hasten.targets import TransformersTarget
     from hasten.tree import DraftTree
 
-    target = _Target(tiny_factory("gemma3"))
+    target = TransformersTarget(tiny_factory("gemma3"))
     positions, masks = target.tree_inputs(10, DraftTree((5,), (-1,)))
     assert positions.tolist() == [[10, 11]]
     full, sliding = masks["full_attention"][0, 0] == 0, masks["sliding_attention"][0, 0] == 0

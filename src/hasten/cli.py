@@ -153,7 +153,9 @@ def generate(
     if draft_model is not None and not method:
         raise ValueError("--draft-model needs --method (draft_model, or another method that takes one)")
     if method:
-        hasten.drafters.get_method(method)  # unknown names fail before any model loads
+        spec = hasten.drafters.get_method(method)  # unknown names fail before any model loads
+        if draft_model is not None and not spec.needs_draft_model:
+            raise ValueError(f"--draft-model: method {method!r} takes no draft model")
     if backend not in ("transformers", "llamacpp"):
         raise ValueError(f"unknown backend {backend!r}; use transformers or llamacpp")
     if backend == "llamacpp":
@@ -241,14 +243,22 @@ def serve(
 
 @app.command()
 def methods() -> None:
-    """List the registered draft methods and their config fields."""
+    """List the registered draft methods and diffusion cache methods, with their config fields."""
+    from .diffusion.policy import POLICIES, config_type_of
     from .drafters import get_method, list_methods
 
+    typer.echo("draft methods (hasten generate / bench --methods):")
     for name in list_methods():
         spec = get_method(name)
         fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(spec.config_cls)
                            if f.name != "draft_model")
         typer.echo(f"{name:16s} {spec.summary}\n{'':16s} options: {fields}")
+    typer.echo("diffusion cache methods (hasten.diffusion.enable / bench-diffusion):")
+    for name, factory in POLICIES.items():
+        doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
+        config = config_type_of(name)
+        fields = ", ".join(f.name for f in dataclasses.fields(config)) if dataclasses.is_dataclass(config) else ""
+        typer.echo(f"{name:16s} {doc[0] if doc else config.__name__}\n{'':16s} config: {config.__name__}({fields})")
 
 
 datastore_app = typer.Typer(no_args_is_help=True, help="Token datastores for retrieval drafting (suffix, trie).")

@@ -24,111 +24,23 @@ Dims: T tokens, N draft nodes, V vocabulary.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from . import kv
 from .budget import BudgetConfig, DraftBudget
 from .cache_probe import check_cache
-from .compile import CompiledModel
-from .cost import load_or_measure
 from .drafters.base import DraftRequest, VerifiedStep, build_drafter
 from .padding import split_left_padding
-from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits
+from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits, seen_mask
+from .results import GenerationResult, GenerationStats
+from .targets import Target, TransformersTarget, resolve_target
 from .tree import DraftTree, tree_layout
 from .verify import recursive_rejection_walk, speculative_sample_accept, walk_tree
 
-__all__ = ["generate", "GenerationResult", "GenerationStats"]
+__all__ = ["generate", "GenerationResult", "GenerationStats", "TransformersTarget", "resolve_target"]
 
 Streamer = Callable[[list[int]], None]
-
-
-@dataclass
-class GenerationStats:
-    """Counters and timings of one :func:`generate` call.
-
-    Attributes:
-        method: method name ("ar" for plain decoding).
-        prompt_tokens / new_tokens: token counts.
-        forward_passes: target forwards, prefill included.
-        forward_seconds: wall seconds inside those forwards (a drafter's own model calls
-            are not included: they are drafting cost).
-        drafted / accepted / committed: per verification step, draft nodes verified,
-            draft tokens accepted and kept (the bonus token excluded), and tokens kept
-            (accepted + bonus, cut at eos / a stop string / the token budget: tokens the
-            target accepted after eos are not counted).
-        prefill_seconds: the prompt forward (seconds; plain decoding includes the first
-            token, speculative paths prefill all but the last prompt token).
-        decode_seconds: the rest (seconds).
-        finish_reason: "eos", "stop_string", "max_new_tokens" or "context_length".
-        drafter: drafter-specific figures.
-    """
-
-    method: str
-    prompt_tokens: int
-    new_tokens: int = 0
-    forward_passes: int = 0
-    forward_seconds: float = 0.0
-    drafted: list[int] = field(default_factory=list)
-    accepted: list[int] = field(default_factory=list)
-    committed: list[int] = field(default_factory=list)
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    finish_reason: str = ""
-    drafter: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def steps(self) -> int:
-        """Verification steps after prefill."""
-        return len(self.accepted)
-
-    @property
-    def mean_accepted_tokens(self) -> float:
-        """tau: tokens committed per verification step (accepted + bonus); 1.0 for plain decoding."""
-        return sum(self.committed) / self.steps if self.steps else 1.0
-
-    @property
-    def total_seconds(self) -> float:
-        return self.prefill_seconds + self.decode_seconds
-
-    @property
-    def tokens_per_second(self) -> float:
-        """New tokens per wall-clock second, prefill included."""
-        return self.new_tokens / self.total_seconds if self.total_seconds > 0 else 0.0
-
-    @property
-    def forward_passes_per_token(self) -> float:
-        return self.forward_passes / self.new_tokens if self.new_tokens else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(steps=self.steps, mean_accepted_tokens=self.mean_accepted_tokens,
-                   tokens_per_second=self.tokens_per_second,
-                   forward_passes_per_token=self.forward_passes_per_token)
-        return out
-
-    def summary_line(self) -> str:
-        return (f"{self.new_tokens} tokens in {self.total_seconds:.2f}s: {self.tokens_per_second:.1f} tok/s, "
-                f"mean accepted tokens {self.mean_accepted_tokens:.2f}, "
-                f"{self.forward_passes_per_token:.2f} forward passes/token ({self.method}, {self.finish_reason})")
-
-
-@dataclass
-class GenerationResult:
-    """Output of :func:`generate`.
-
-    Attributes:
-        sequences: (1, prompt_len + new_len) int64, prompt followed by the new tokens, as
-            ``model.generate`` returns them.
-        stats: :class:`GenerationStats`.
-        text: the new tokens decoded (special tokens skipped) when a tokenizer was given.
-    """
-
-    sequences: torch.Tensor
-    stats: GenerationStats
-    text: str | None = None
 
 
 class _Committer:
@@ -148,8 +60,7 @@ class _Committer:
         self.finish_reason = ""
         self.seen = None
         if track_seen is not None:
-            self.seen = torch.zeros(track_seen, dtype=torch.bool, device=device)
-            self.seen[torch.tensor(prompt, device=device)] = True
+            self.seen = seen_mask(prompt, track_seen, device)
 
     @property
     def remaining(self) -> int:
@@ -184,144 +95,8 @@ class _Committer:
         return kept
 
 
-class _Target:
-    """The target model with what the loop needs to know about its forward."""
-
-    backend = "transformers"
-
-    def __init__(self, model: torch.nn.Module | CompiledModel):
-        import inspect
-
-        self.compiled = model if isinstance(model, CompiledModel) else None
-        model = model.model if isinstance(model, CompiledModel) else model
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.cache_kw = kv.cache_kwarg(model)
-        self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        self.context_length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.windows = kv.attention_windows(model)
-        self.layer_types = getattr(config, "layer_types", None)
-        self.forwards = 0
-        self.forward_seconds = 0.0
-
-    def forward(self, cache, tokens: list[int], *, last_only: bool = False, position_ids: torch.Tensor | None = None,
-                mask: torch.Tensor | dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Logits (rows, V) for ``tokens`` appended to ``cache`` (rows = 1 if last_only)."""
-        kwargs: dict[str, Any] = {"use_cache": True}
-        if last_only and self.keeps_logits:
-            kwargs["logits_to_keep"] = 1
-        if position_ids is not None:
-            kwargs["position_ids"] = position_ids
-        if mask is not None:
-            kwargs["attention_mask"] = mask
-        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
-        self.forwards += 1
-        start = time.perf_counter()
-        if self.compiled is not None:
-            logits = self.compiled.forward(cache, input_ids=ids, **kwargs).logits[0]
-        else:
-            logits = self.model(input_ids=ids, **{self.cache_kw: cache}, **kwargs).logits[0]
-        self.forward_seconds += time.perf_counter() - start
-        return logits[-1:] if last_only else logits
-
-    # KV-cache operations the loops use; a backend target (hasten.backends) has the same.
-    def new_cache(self, static: bool = False):
-        return kv.new_cache(self.model, preallocate=static)
-
-    def cache_length(self, cache) -> int:
-        return kv.cache_length(cache)
-
-    def rollback(self, cache, length: int) -> None:
-        kv.rollback(cache, length)
-
-    def keep_rows(self, cache, start: int, rows: list[int]) -> None:
-        kv.keep_rows(cache, start, rows)
-
-    def verify_forward(self, cache, root: int, draft: DraftTree) -> torch.Tensor:
-        """Logits (N+1, V) for the root and every draft node, appended to ``cache``."""
-        rows = [root, *draft.tokens]
-        if draft.is_chain:
-            return self.forward(cache, rows)
-        positions, mask = self.tree_inputs(self.cache_length(cache), draft)
-        return self.forward(cache, rows, position_ids=positions, mask=mask)
-
-    def cost_curve(self):
-        return load_or_measure(self.model)
-
-    def max_nodes(self, cache) -> int | None:
-        """Most draft nodes the next verification may have (None = no limit)."""
-        return None
-
-    def eos_ids(self, eos_token_id) -> set[int]:
-        return _eos_ids(self.model, eos_token_id)
-
-    def tree_inputs(self, start: int, draft: DraftTree) -> tuple[torch.Tensor, torch.Tensor | dict[str, torch.Tensor]]:
-        """Position ids (1, N+1) and the 4-D additive mask (1, 1, N+1, start+N+1) for a tree.
-
-        Sliding-window layers (Gemma 2/3, Mistral, ...) get their own mask: a row at
-        position p also hides cached keys at positions <= p - window, and its width
-        matches the keys such a layer hands to attention (the last window - 1 + N + 1
-        once the cache is longer than the window). A model mixing full and sliding
-        layers gets ``{layer type: mask}`` (transformers' per-layer-type mask mapping).
-
-        Raises:
-            ValueError: layers with different windows but no ``config.layer_types`` to
-                say which mask each takes.
-        """
-        layout = tree_layout(draft.parents)
-        depths = torch.tensor(layout.depths)
-        query_pos = start + depths
-        positions = query_pos.to(self.device).unsqueeze(0)
-        dtype = next(self.model.parameters()).dtype
-        n_rows = len(draft) + 1
-        allowed = torch.cat([torch.ones(n_rows, start, dtype=torch.bool), layout.visible], dim=1)
-
-        def additive(visible: torch.Tensor) -> torch.Tensor:
-            mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
-            return mask.to(self.device)[None, None]
-
-        def for_window(window: int | None) -> torch.Tensor:
-            if window is None:
-                return additive(allowed)
-            key_pos = torch.cat([torch.arange(start), query_pos])
-            visible = allowed & (key_pos[None, :] > query_pos[:, None] - window)
-            return additive(visible[:, max(0, start - window + 1):])
-
-        windows = dict.fromkeys(self.windows)
-        if len(windows) == 1:
-            return positions, for_window(next(iter(windows)))
-        if not self.layer_types or len(self.layer_types) != len(self.windows):
-            raise ValueError("tree verification of a model whose layers have different attention windows needs "
-                             "config.layer_types to map each layer to its mask")
-        window_of: dict[str, int | None] = {}
-        for layer_type, window in zip(self.layer_types, self.windows):
-            if window_of.setdefault(layer_type, window) != window:
-                raise ValueError(f"layers of type {layer_type!r} have different attention windows")
-        return positions, {layer_type: for_window(window) for layer_type, window in window_of.items()}
-
-
 def stats_name(drafter) -> str:
     return drafter.name or type(drafter).__name__
-
-
-def _make_target(model):
-    """The loop's view of ``model``: :class:`_Target` for a transformers model (or a
-    :class:`CompiledModel`), the backend's own target for a backend model (e.g.
-    :class:`hasten.backends.llamacpp.LlamaCppModel`)."""
-    make = getattr(model, "engine_target", None)
-    return make() if make is not None else _Target(model)
-
-
-def _eos_ids(model: torch.nn.Module, eos_token_id) -> set[int]:
-    if eos_token_id is None:
-        eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos_token_id is None:
-        return set()
-    if isinstance(eos_token_id, int):
-        return {eos_token_id}
-    return {int(t) for t in eos_token_id}
 
 
 def _prompt_list(input_ids) -> list[int]:
@@ -341,7 +116,7 @@ def _prompt_list(input_ids) -> list[int]:
     return [int(t) for t in input_ids]
 
 
-def _plain_loop(target: _Target, cache, run: _Committer, params: SamplingParams,
+def _plain_loop(target: Target, cache, run: _Committer, params: SamplingParams,
                 draws: PositionDraws | None, stats: GenerationStats, t0: float) -> None:
     """Reference path: one target forward per token (sampled with position-keyed draws)."""
     logits = target.forward(cache, run.tokens, last_only=True)
@@ -364,7 +139,7 @@ def _seen(run: _Committer) -> torch.Tensor | None:
     return None if run.seen is None else run.seen.unsqueeze(0)
 
 
-def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: SamplingParams,
+def _verify(target: Target, cache, run: _Committer, draft: DraftTree, params: SamplingParams,
             generator: torch.Generator,
             draws: PositionDraws | None) -> tuple[list[int], int, list[int] | None, torch.Tensor]:
     """One verification step: target forward over root + draft, then the acceptance rule:
@@ -399,7 +174,7 @@ def _verify(target: _Target, cache, run: _Committer, draft: DraftTree, params: S
     return path, nxt, row_tokens, scores
 
 
-def _speculative_loop(target: _Target, cache, run: _Committer, drafter, params: SamplingParams,
+def _speculative_loop(target: Target, cache, run: _Committer, drafter, params: SamplingParams,
                       generator: torch.Generator, draws: PositionDraws | None, stats: GenerationStats,
                       t0: float, budget: DraftBudget | None) -> None:
     """Prefill all but the last prompt token, so the very first step already verifies a
@@ -509,7 +284,7 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         raise ValueError(f"draft_budget must be 'auto', None or a BudgetConfig, got {draft_budget!r}")
     pads, input_ids = split_left_padding(input_ids, attention_mask)
     prompt = _prompt_list(input_ids)
-    target = _make_target(model)
+    target = resolve_target(model)
     model = target.model  # the module itself when a CompiledModel was passed
     if drafter is not None and getattr(drafter, "needs_torch_target", False) and target.backend != "transformers":
         raise ValueError(f"method {stats_name(drafter)!r} runs parts of the target model itself and needs a "

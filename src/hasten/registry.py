@@ -28,13 +28,20 @@ import importlib
 from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
-__all__ = ["Registry", "UnknownNameError"]
+__all__ = ["Registry", "UnknownNameError", "UnknownKeyError"]
 
 T = TypeVar("T")
 
 
 class UnknownNameError(ValueError):
     """A name (or config type) that nothing registered; the message lists the known names."""
+
+
+class UnknownKeyError(UnknownNameError, KeyError):
+    """An unknown name where callers historically caught ``KeyError`` (suites, shipped models)."""
+
+    def __str__(self) -> str:
+        return ValueError.__str__(self)
 
 
 class Registry(Generic[T]):
@@ -130,6 +137,15 @@ class Registry(Generic[T]):
         """The name registered for ``config_type``, or None."""
         self._load()
         return self._by_type.get(config_type)
+
+    def key_type(self, name: str) -> type | None:
+        """The key type ``name`` was registered with, or None.
+
+        Raises:
+            UnknownNameError (or the registry's ``error`` type): no such name.
+        """
+        self.get(name)
+        return next((t for t, n in self._by_type.items() if n == name), None)
 
     def names(self) -> tuple[str, ...]:
         """Every registered name, sorted."""

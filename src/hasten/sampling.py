@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["SamplingParams", "process_logits", "presence_rows", "choose_tokens", "PositionDraws", "top_p_drop"]
+__all__ = ["SamplingParams", "process_logits", "presence_rows", "seen_mask", "choose_tokens", "PositionDraws", "top_p_drop"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,18 @@ class SamplingParams:
     def uses_history(self) -> bool:
         """True when processing depends on the tokens seen so far (repetition penalty)."""
         return self.repetition_penalty != 1.0
+
+
+def seen_mask(tokens: list[int], vocab_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The (V,) bool mask of tokens already seen, for the repetition penalty.
+
+    >>> seen_mask([2, 0, 2], 4).tolist()
+    [True, False, True, False]
+    """
+    seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    if tokens:
+        seen[torch.tensor(tokens, dtype=torch.long, device=device)] = True
+    return seen
 
 
 def presence_rows(base: torch.Tensor, path_tokens: torch.Tensor | None,

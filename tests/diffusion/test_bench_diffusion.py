@@ -225,12 +225,13 @@ def test_a_failing_setting_is_recorded_and_the_run_goes_on(tmp_path, classifier)
     assert "error: TypeError" in (tmp_path / "report.md").read_text()
 
 
-def test_cli_runs_a_registered_suite(tmp_path, classifier, monkeypatch):
+def test_cli_runs_a_registered_suite(tmp_path, classifier, request):
     from typer.testing import CliRunner
 
     from hasten.cli import app
 
-    monkeypatch.setitem(registry._SUITES, "test-tiny", lambda quick: _tiny(ThreeSettings, classifier, name="test-tiny"))
+    register_suite("test-tiny", lambda quick: _tiny(ThreeSettings, classifier, name="test-tiny"))
+    request.addfinalizer(lambda: registry.SUITES.unregister("test-tiny"))
     result = CliRunner().invoke(app, ["bench-diffusion", "--models", "test-tiny", "--out", str(tmp_path),
                                       "--repeats", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -240,7 +241,8 @@ def test_cli_runs_a_registered_suite(tmp_path, classifier, monkeypatch):
     assert bad.exit_code != 0 and not (tmp_path / "x").exists()
 
 
-def test_register_suite_replaces_a_factory(monkeypatch):
-    monkeypatch.setitem(registry._SUITES, "x", lambda quick: None)
+def test_register_suite_replaces_a_factory(request):
+    register_suite("x", lambda quick: None)
+    request.addfinalizer(lambda: registry.SUITES.unregister("x"))
     register_suite("x", lambda quick: "second")
     assert get_suite("x") == "second"

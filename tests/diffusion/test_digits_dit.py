@@ -97,8 +97,9 @@ def test_builtin_module_guard_skips_a_missing_module_but_not_a_broken_one(monkey
         models.available()  # present but failing inside: a real error, not hidden
 
 
-def test_register_adds_a_loader(monkeypatch):
-    monkeypatch.setitem(models._LOADERS, "toy", lambda: models.LoadedModel("toy", torch.nn.Linear(1, 1), {}))
+def test_register_adds_a_loader(request):
+    models.register("toy", lambda: models.LoadedModel("toy", torch.nn.Linear(1, 1), {}))
+    request.addfinalizer(lambda: models.MODELS.unregister("toy"))
     assert models.load("toy").name == "toy"
 
 

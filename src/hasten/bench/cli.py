@@ -167,16 +167,14 @@ def _oracle(model, cost_cache: Path | None, fresh: bool) -> dict[str, Any]:
 
 def run_method_options(names: list[str], options: dict[str, dict[str, Any]], out: Path) -> dict[str, dict[str, Any]]:
     """``options`` plus ``skip_cache=out/skip_sets.json`` for every hasten method in
-    ``names`` whose config has a ``skip_cache`` field the user left unset."""
-    import dataclasses
-
+    ``names`` that uses a skip-set cache (``uses_skip_cache``) the user left unset."""
     from ..drafters.base import get_method, list_methods
 
     merged = {method: dict(fields) for method, fields in options.items()}
     for base in dict.fromkeys(split_variant(n)[0] for n in names):
         if base not in list_methods():
             continue  # plain decoding or a peer
-        if "skip_cache" in {f.name for f in dataclasses.fields(get_method(base).config_cls)}:
+        if get_method(base).uses_skip_cache:
             merged.setdefault(base, {}).setdefault("skip_cache", str(out / "skip_sets.json"))
     return merged
 

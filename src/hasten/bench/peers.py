@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import importlib.util
 import re
 from abc import ABC, abstractmethod
@@ -155,12 +154,13 @@ class HastenContender(Contender):
         from ..compile import CompiledModel
 
         from ..drafters import get_method
+        from ..targets import is_backend_model
 
         self.name, self.model, self.method = name, model, method
         self.options = dict(options or {})
         # plain decoding and draft-free methods draw by position (hasten.sampling.PositionDraws)
-        self.sampled_exact = method is None or not get_method(method).drafter_cls.proposes_distributions
-        if hasattr(model, "engine_target"):  # a backend model: llama.cpp kernels on a GGUF file
+        self.sampled_exact = method is None or not get_method(method).proposes_distributions
+        if is_backend_model(model):  # a backend model: llama.cpp kernels on a GGUF file
             self.engine, self.uses_target = f"hasten on {model.backend}", False
             self.precision, self.timer = gguf_precision(model.path), None
             return
@@ -360,10 +360,10 @@ PEERS: dict[str, PeerSpec] = {
 
 
 def _takes_draft(name: str) -> bool:
-    """Whether hasten method ``name`` has a ``draft_model`` config field."""
+    """Whether hasten method ``name`` takes a draft model (its ``needs_draft_model`` flag)."""
     from ..drafters import get_method
 
-    return name != "ar" and "draft_model" in {f.name for f in dataclasses.fields(get_method(name).config_cls)}
+    return name != "ar" and get_method(name).needs_draft_model
 
 
 LLAMACPP_VARIANTS = ("llamacpp", "llama.cpp", "gguf")
@@ -428,7 +428,7 @@ def check_methods(names: list[str], has_draft: bool) -> tuple[list[str], list[st
         if dtype == "llamacpp" and base != "ar":
             from ..drafters import get_method
 
-            if get_method(base).drafter_cls.needs_torch_target or _takes_draft(base):
+            if not get_method(base).model_free:
                 raise ValueError(f"{base}@llamacpp: {base} runs a transformers model (its own layers or a draft "
                                  "model); on llama.cpp use a model-free drafter")
         needs = PEERS[base].needs_draft if base in PEERS else _takes_draft(base)

@@ -34,6 +34,7 @@ import torch
 from .datasets import Question, build_messages, encode_chat
 from .metrics import first_difference, top2_margin
 from .peers import Contender, Request, baseline_of, split_variant
+from ..targets import is_backend_model, resolve_target
 from .records import RECORDS_FILE, RecordLog, read_meta, read_records, record_key, write_meta
 
 __all__ = ["BenchSettings", "BenchRunner", "RunResult", "rotated", "sha1_of", "PROTOCOL_FIELDS", "check_resume"]
@@ -336,10 +337,10 @@ class BenchRunner:
         dtype = split_variant(baseline)[1]
         model = self.model if dtype is None else self.variant_models.get(dtype, self.model)
         history = list(prompt) + list(prefix)
-        if hasattr(model, "engine_target"):  # a backend model (llama.cpp)
+        if is_backend_model(model):  # a backend model (llama.cpp)
             # replayed as plain decoding ran it (prompt in one batch, then one token per
             # forward): llama.cpp rounds a row differently with other rows in its batch
-            target = model.engine_target()
+            target = resolve_target(model)
             cache = target.new_cache()
             logits = target.forward(cache, list(prompt), last_only=True)[0]
             for token in prefix:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from hasten.diffusion.features import Feature
+from hasten.registry import Registry
 
 
 class Action(enum.Enum):
@@ -103,18 +104,35 @@ class _NoState:
         """Nothing to forget."""
 
 
-_POLICIES: dict[type, Callable[[Any, int], CachePolicy]] = {}
+POLICIES: Registry[Callable[[Any, int], CachePolicy]] = Registry("cache method", ("hasten.diffusion.methods",))
+"""Every diffusion cache method: name -> ``factory(config, num_blocks)``, also found by config type."""
 
 
-def register_policy(config_type: type, factory: Callable[[Any, int], CachePolicy]) -> None:
+def register_policy(config_type: type, factory: Callable[[Any, int], CachePolicy], name: str | None = None) -> None:
     """Register ``factory(config, num_blocks)`` as the policy for configs of ``config_type``.
 
+    ``name`` defaults to ``factory.name`` (a :class:`CachePolicy` subclass's name), else the
+    config type's name; it is the method's name in ``hasten methods`` and the benches.
+
     Raises:
-        ValueError: ``config_type`` is already registered.
+        ValueError: ``config_type`` (or the name) is already registered.
     """
-    if config_type in _POLICIES:
-        raise ValueError(f"{config_type.__name__} is already registered")
-    _POLICIES[config_type] = factory
+    name = name or getattr(factory, "name", "") or config_type.__name__
+    POLICIES.register(name, factory, key_type=config_type)
+
+
+def policy_names() -> tuple[str, ...]:
+    """Every registered diffusion cache method name, sorted."""
+    return POLICIES.names()
+
+
+def config_type_of(name: str) -> type:
+    """The config dataclass registered for cache method ``name``.
+
+    Raises:
+        UnknownNameError: no such method.
+    """
+    return POLICIES.key_type(name)
 
 
 def build_policy(config: Any, num_blocks: int) -> CachePolicy:
@@ -124,11 +142,7 @@ def build_policy(config: Any, num_blocks: int) -> CachePolicy:
         TypeError: no policy is registered for ``type(config)``.
         ValueError: the config does not fit the denoiser (e.g. more probe blocks than blocks).
     """
-    factory = _POLICIES.get(type(config))
-    if factory is None:
-        known = ", ".join(sorted(t.__name__ for t in _POLICIES))
-        raise TypeError(f"no cache method for {type(config).__name__}; known configs: {known}")
-    return factory(config, num_blocks)
+    return POLICIES.for_config(config)(config, num_blocks)
 
 
 class FeatureStore:

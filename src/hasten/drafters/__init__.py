@@ -1,7 +1,7 @@
 """Draft sources for speculative decoding; each module registers one method."""
 
-from .base import (Drafter, DraftRequest, MethodSpec, VerifiedStep, UnknownMethodError, build_drafter,
+from .base import (METHODS, Drafter, DraftRequest, MethodSpec, UnknownMethodError, VerifiedStep, build_drafter,
                    get_method, list_methods, register)
 
-__all__ = ["Drafter", "DraftRequest", "MethodSpec", "VerifiedStep", "UnknownMethodError", "build_drafter",
+__all__ = ["METHODS", "Drafter", "DraftRequest", "MethodSpec", "VerifiedStep", "UnknownMethodError", "build_drafter",
            "get_method", "list_methods", "register"]

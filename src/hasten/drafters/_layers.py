@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import torch
 
 from .. import kv
-from ..sampling import SamplingParams, process_logits
+from ..sampling import SamplingParams, process_logits, seen_mask
 from ..tree import DraftTree
 
 __all__ = ["LayerStack", "layer_stack", "layer_units", "describe_skip", "forward_skipping", "head_logits", "additive_mask",
@@ -287,8 +287,7 @@ def draft_chain(first_logits: torch.Tensor, feed: Callable[[int], torch.Tensor],
     """
     seen = None
     if params.uses_history:
-        seen = torch.zeros(first_logits.shape[-1], dtype=torch.bool, device=first_logits.device)
-        seen[torch.tensor(tokens, device=first_logits.device)] = True
+        seen = seen_mask(tokens, first_logits.shape[-1], first_logits.device)
     logits, drafted, rows = first_logits, [], []
     while True:
         scores = process_logits(logits.unsqueeze(0), params, None if seen is None else seen.unsqueeze(0))[0]

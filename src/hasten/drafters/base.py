@@ -18,14 +18,15 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from ..registry import Registry, UnknownNameError
 from ..sampling import SamplingParams
 from ..tree import DraftTree
 
 __all__ = ["Drafter", "DraftRequest", "VerifiedStep", "MethodSpec", "register", "get_method", "list_methods",
-           "build_drafter", "UnknownMethodError"]
+           "build_drafter", "UnknownMethodError", "METHODS"]
 
 
-class UnknownMethodError(ValueError):
+class UnknownMethodError(UnknownNameError):
     """A method name that no drafter registered."""
 
 
@@ -135,15 +136,55 @@ class VerifiedStep:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered draft method: its name, config type and drafter factory."""
+    """A registered draft method: its name, config type, drafter factory and capabilities.
+
+    Capability flags (callers read these instead of sniffing config field names or
+    method names):
+
+    ``needs_draft_model``: the config takes a separate draft LM (``draft_model`` field);
+    bench and CLI pass ``--draft-model`` to it.
+    ``uses_skip_cache``: the config has a ``skip_cache`` path for searched skip sets;
+    ``hasten bench`` points it at the run's output folder.
+    ``needs_torch_target`` / ``proposes_distributions``: read from the drafter class
+    (see :class:`Drafter`).
+    ``model_free``: needs neither a draft model nor the target's torch internals, so it
+    runs on any backend (e.g. llama.cpp).
+    """
 
     name: str
     config_cls: type
     drafter_cls: Callable[..., Drafter]
     summary: str
+    needs_draft_model: bool = False
+    uses_skip_cache: bool = False
+
+    @property
+    def needs_torch_target(self) -> bool:
+        return bool(getattr(self.drafter_cls, "needs_torch_target", False))
+
+    @property
+    def proposes_distributions(self) -> bool:
+        return bool(getattr(self.drafter_cls, "proposes_distributions", False))
+
+    @property
+    def model_free(self) -> bool:
+        return not (self.needs_draft_model or self.needs_torch_target)
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
+class _MethodRegistry(Registry[MethodSpec]):
+    """Drafter registry: a name taken by the same drafter class re-registers silently."""
+
+    def register(self, name: str, entry: MethodSpec, *, key_type: type | None = None,
+                 replace: bool = False) -> MethodSpec:
+        old = self._entries.get(name)
+        if old is not None and old.drafter_cls is entry.drafter_cls:
+            replace = True
+        return super().register(name, entry, key_type=key_type, replace=replace)
+
+
+METHODS: Registry[MethodSpec] = _MethodRegistry("method", ("hasten.drafters._load_builtin",),
+                                                error=UnknownMethodError)
+"""Every draft method: name -> :class:`MethodSpec` (also found by config type)."""
 
 
 def register(spec: MethodSpec) -> MethodSpec:
@@ -152,18 +193,12 @@ def register(spec: MethodSpec) -> MethodSpec:
     Raises:
         ValueError: the name is taken by a different drafter.
     """
-    existing = _REGISTRY.get(spec.name)
-    if existing is not None and existing.drafter_cls is not spec.drafter_cls:
-        raise ValueError(f"method {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return METHODS.register(spec.name, spec, key_type=spec.config_cls)
 
 
 def list_methods() -> list[str]:
     """Registered method names, sorted."""
-    from . import _load_builtin  # noqa: F401  (registers the built-in drafters)
-
-    return sorted(_REGISTRY)
+    return list(METHODS.names())
 
 
 def get_method(name: str) -> MethodSpec:
@@ -172,12 +207,7 @@ def get_method(name: str) -> MethodSpec:
     Raises:
         UnknownMethodError: no such method; the message lists the known ones.
     """
-    list_methods()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise UnknownMethodError(f"unknown method {name!r}; known methods: {known}") from None
+    return METHODS.get(name)
 
 
 def build_drafter(method: str | Drafter | Any, **options: Any) -> Drafter:
@@ -199,8 +229,8 @@ def build_drafter(method: str | Drafter | Any, **options: Any) -> Drafter:
         if unknown:
             raise TypeError(f"{method}: unknown option(s) {unknown}; valid: {sorted(fields)}")
         return spec.drafter_cls(spec.config_cls(**options))
-    list_methods()
-    for spec in _REGISTRY.values():
-        if type(method) is spec.config_cls:
-            return spec.drafter_cls(dataclasses.replace(method, **options))
+    name = METHODS.name_of(type(method))
+    if name is not None:
+        spec = METHODS.get(name)
+        return spec.drafter_cls(dataclasses.replace(method, **options))
     raise TypeError(f"method must be a name, a registered config or a Drafter, got {type(method).__name__}")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .. import kv
-from ..sampling import process_logits
+from ..sampling import process_logits, seen_mask
 from ..tree import DraftTree
 from .base import Drafter, MethodSpec, register
 
@@ -152,8 +152,7 @@ class DraftModelDrafter(Drafter):
         logits = self._feed(tokens[common:])
         seen = None
         if params.uses_history:
-            seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-            seen[torch.tensor(tokens, device=logits.device)] = True
+            seen = seen_mask(tokens, logits.shape[-1], logits.device)
         tokens_out: list[int] = []
         parents: list[int] = []
         rows: list[torch.Tensor] = []
@@ -187,4 +186,5 @@ class DraftModelDrafter(Drafter):
 
 
 register(MethodSpec("draft_model", DraftModelConfig, DraftModelDrafter,
-                    "a smaller causal LM with the same vocabulary drafts a chain (arXiv 2211.17192)"))
+                    "a smaller causal LM with the same vocabulary drafts a chain (arXiv 2211.17192)",
+                    needs_draft_model=True))

@@ -223,4 +223,4 @@ class EarlyExitDrafter(Drafter):
 
 register(MethodSpec("early_exit", EarlyExitConfig, EarlyExitDrafter,
                     "self-speculative: the target's first layers + head draft, exit by measured acceptance "
-                    "(LayerSkip, arXiv 2404.16710)"))
+                    "(LayerSkip, arXiv 2404.16710)", uses_skip_cache=True))

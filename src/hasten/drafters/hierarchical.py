@@ -52,12 +52,12 @@ import torch
 from transformers import DynamicCache
 
 from .. import kv
-from ..sampling import presence_rows, process_logits
+from ..ngram import NgramIndex
+from ..sampling import presence_rows, process_logits, seen_mask
 from ..tree import DraftTree
 from ..verify import speculative_sample_accept
 from .base import Drafter, DraftRequest, MethodSpec, register
 from .draft_model import DraftModelConfig, DraftModelDrafter
-from .prompt_lookup import continuation
 
 __all__ = ["HierarchicalConfig", "HierarchicalDrafter", "NgramIndex", "select_positions", "chunk_relevance"]
 
@@ -120,51 +120,6 @@ class HierarchicalConfig:
     def partial_tokens(self) -> int:
         """Committed tokens the partial cache holds (sink + retrieved + recent)."""
         return self.sink_tokens + self.retrieval_tokens + self.recent_tokens
-
-
-class NgramIndex:
-    """Latest earlier occurrence of every n-gram of a token list that grows and shrinks
-    (committed tokens followed by speculative ones that may be rolled back).
-
-    Example: sync([1, 2, 3, 1, 2]) then lookup([1, 2, 3, 1, 2], 3) -> [3, 1, 2]
-    (the earlier "1 2" was followed by 3, and the copy runs on periodically).
-    """
-
-    def __init__(self, min_n: int, max_n: int):
-        self.min_n, self.max_n = min_n, max_n
-        self.tokens: list[int] = []
-        self.table: dict[tuple[int, ...], list[int]] = {}  # n-gram -> ends (ascending) that have a successor
-        self.log: list[list[tuple[int, ...]]] = []  # per end: the n-grams recorded there
-
-    def sync(self, tokens: list[int]) -> None:
-        """Index ``tokens``: entries whose n-gram or successor changed are dropped first."""
-        common = len(self.tokens) if tokens[:len(self.tokens)] == self.tokens else 0
-        if not common:
-            limit = min(len(tokens), len(self.tokens))
-            while common < limit and tokens[common] == self.tokens[common]:
-                common += 1
-        keep = max(0, common - 1)  # end e stays valid while tokens[e + 1] is unchanged
-        while len(self.log) > keep:
-            for key in self.log.pop():
-                ends = self.table[key]
-                ends.pop()
-                if not ends:
-                    del self.table[key]
-        for end in range(len(self.log), len(tokens) - 1):
-            keys = [tuple(tokens[end + 1 - n:end + 1]) for n in range(self.min_n, self.max_n + 1) if end + 1 >= n]
-            for key in keys:
-                self.table.setdefault(key, []).append(end)
-            self.log.append(keys)
-        self.tokens = list(tokens)
-
-    def lookup(self, tokens: list[int], length: int) -> list[int]:
-        """Up to ``length`` tokens following the longest (then latest) earlier match of the
-        suffix of ``tokens`` (the list last passed to :meth:`sync`); [] if none."""
-        for n in range(self.max_n, self.min_n - 1, -1):
-            ends = self.table.get(tuple(tokens[-n:])) if len(tokens) > n else None
-            if ends:
-                return continuation(tokens, ends[-1], length)
-        return []
 
 
 def chunk_relevance(queries: torch.Tensor, chunk_keys: torch.Tensor) -> torch.Tensor:
@@ -377,8 +332,7 @@ class HierarchicalDrafter(Drafter):
         pending = tokens[-1]
         seen = None
         if params.uses_history:
-            seen = torch.zeros(self.request.vocab_size, dtype=torch.bool)
-            seen[torch.tensor(tokens)] = True
+            seen = seen_mask(tokens, self.request.vocab_size)
         while len(out) < limit:
             chain = self._level2(tokens + out, min(self.level2_len, limit - len(out) - 1))
             logits = self._level1_forward(partial, [pending, *chain.tokens], cached + len(out), capture)

@@ -259,4 +259,5 @@ class LayerSkipDrafter(Drafter):
 
 
 register(MethodSpec("layer_skip", LayerSkipConfig, LayerSkipDrafter,
-                    "self-speculative: the target drafts with skipped layers chosen on the fly (SWIFT, arXiv 2410.06916)"))
+                    "self-speculative: the target drafts with skipped layers chosen on the fly (SWIFT, arXiv 2410.06916)",
+                    uses_skip_cache=True))

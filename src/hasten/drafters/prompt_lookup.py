@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ngram import continuation
 from ..tree import DraftTree
 from .base import Drafter, MethodSpec, register
 
@@ -45,20 +46,6 @@ class PromptLookupConfig:
             raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {self.min_ngram}, {self.max_ngram}")
         if self.max_draft < 1:
             raise ValueError(f"max_draft must be >= 1, got {self.max_draft}")
-
-
-def continuation(tokens: list[int], match_end: int, length: int) -> list[int]:
-    """The ``length`` tokens that would follow if the text repeats from ``match_end + 1``.
-
-    Example: tokens [1, 2, 3, 1, 2], match_end 1 (the earlier "1 2"), length 4 ->
-    [3, 1, 2, 3]: the copy runs into the suffix and continues with period 3.
-    """
-    extended = list(tokens[match_end + 1:])
-    period = len(extended)
-    out = extended[:length]
-    while len(out) < length:
-        out.append(out[len(out) - period])
-    return out
 
 
 class PromptLookupDrafter(Drafter):

@@ -36,67 +36,9 @@ from ..datastore import Datastore
 from ..tree import DraftTree
 from ._tree_build import merge_max, tree_from_scores
 from .base import Drafter, MethodSpec, register
-from .prompt_lookup import continuation
+from ..ngram import SuffixIndex, continuation, match_reference  # noqa: F401  (re-exported)
 
 __all__ = ["SuffixConfig", "SuffixDrafter", "SuffixIndex", "continuation_scores"]
-
-
-class SuffixIndex:
-    """Occurrences of every n-gram (n <= ``ngram``) of a growing token list.
-
-    Each end position is indexed once it has a successor, so ``extend`` costs O(ngram)
-    dictionary operations per new token and a lookup never scans the context.
-
-    Example: extend([1, 2, 3, 1, 2]) then match([1, 2, 3, 1, 2], max_match=8,
-    max_occurrences=4) -> [(1, 2)]: "1 2" ended at position 1 before, match length 2.
-    """
-
-    def __init__(self, ngram: int):
-        self.ngram = ngram
-        self.tables: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(ngram + 1)]
-        self.indexed = 0  # end positions < indexed are in the tables
-
-    def extend(self, tokens: list[int]) -> None:
-        for end in range(self.indexed, len(tokens) - 1):
-            for n in range(1, min(self.ngram, end + 1) + 1):
-                self.tables[n].setdefault(tuple(tokens[end + 1 - n:end + 1]), []).append(end)
-        self.indexed = max(self.indexed, len(tokens) - 1)
-
-    def match(self, tokens: list[int], max_match: int, max_occurrences: int) -> list[tuple[int, int]]:
-        """Occurrences of the longest indexed suffix of ``tokens``: (end position, match
-        length) for its ``max_occurrences`` most recent ends, each match extended
-        backwards up to ``max_match`` tokens. Empty when the last token never occurred."""
-        last = len(tokens) - 1
-        for n in range(min(self.ngram, len(tokens) - 1), 0, -1):
-            ends = self.tables[n].get(tuple(tokens[-n:]))
-            if ends:
-                break
-        else:
-            return []
-        out = []
-        for end in ends[-max_occurrences:]:
-            length = n
-            while length < max_match and end - length >= 0 and tokens[end - length] == tokens[last - length]:
-                length += 1
-            out.append((end, length))
-        return out
-
-
-def match_reference(tokens: list[int], max_match: int) -> dict[int, int]:
-    """Slow reference for :meth:`SuffixIndex.match`: for every earlier end position, the
-    length of the longest common suffix of ``tokens[:end + 1]`` and ``tokens`` (capped at
-    ``max_match``), by brute force; positions with length 0 are left out.
-
-    Example: [1, 2, 3, 2, 1, 2], max_match 8 -> {1: 2, 3: 1}.
-    """
-    out = {}
-    for end in range(len(tokens) - 1):
-        length = 0
-        while length < max_match and end - length >= 0 and tokens[end - length] == tokens[-1 - length]:
-            length += 1
-        if length:
-            out[end] = length
-    return out
 
 
 def continuation_scores(weighted: list[tuple[list[int], float]],

@@ -42,6 +42,7 @@ import hasten.diffusion as hd
 from hasten.diffusion.bench.registry import register_suite
 from hasten.diffusion.bench.suite import UNCACHED, Setting, SuiteOutput
 from hasten.diffusion.metrics import psnr, relative_l1, ssim
+from hasten.diffusion.policy import policy_names
 from hasten.diffusion.models.digits import ARCHITECTURES, NUM_CLASSES, DigitClassifier, build_dit, sample
 from hasten.diffusion.tstitch import TStitchConfig
 
@@ -304,7 +305,7 @@ def _apply_pab(model: torch.nn.Module, config: dict[str, Any], clock: dict[str, 
 
 
 BACKENDS[UNCACHED] = _uncached
-for _method in ("static", "delta_dit", "first_block", "taylorseer", "cg_taylor"):
+for _method in policy_names():  # every registered cache method runs through hasten.diffusion.enable
     BACKENDS[_method] = _hasten
 BACKENDS["tstitch"] = _tstitch
 BACKENDS["diffusers_fbc"] = _diffusers_peer(_apply_fbc)

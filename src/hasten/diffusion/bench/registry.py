@@ -12,20 +12,23 @@ import importlib
 from collections.abc import Callable
 
 from hasten.diffusion.bench.suite import DiffusionSuite
+from hasten.registry import Registry, UnknownKeyError
 
-__all__ = ["register_suite", "get_suite", "available_suites", "BUILTIN_SUITE_MODULES"]
+__all__ = ["register_suite", "get_suite", "available_suites", "BUILTIN_SUITE_MODULES", "SUITES"]
 
 SuiteFactory = Callable[[bool], DiffusionSuite]
 
 BUILTIN_SUITE_MODULES = ("hasten.diffusion.bench.digits", "hasten.diffusion.bench_policy")
 
-_SUITES: dict[str, SuiteFactory] = {}
+SUITES: Registry[SuiteFactory] = Registry("bench-diffusion model", error=UnknownKeyError)
+"""Every bench-diffusion suite: name -> ``factory(quick)``. Built-ins are imported by
+:func:`_load_builtins` (a listed module that is absent is skipped, a broken one raises)."""
 _loaded = False
 
 
 def register_suite(name: str, factory: SuiteFactory) -> None:
     """Make ``factory(quick)`` the suite for ``--models name``; a later call replaces it."""
-    _SUITES[name] = factory
+    SUITES.register(name, factory, replace=True)
 
 
 def _load_builtins() -> None:
@@ -44,16 +47,14 @@ def _load_builtins() -> None:
 def available_suites() -> tuple[str, ...]:
     """Names of every registered suite, sorted."""
     _load_builtins()
-    return tuple(sorted(_SUITES))
+    return SUITES.names()
 
 
 def get_suite(name: str, quick: bool = False) -> DiffusionSuite:
     """Build the suite registered as ``name``.
 
     Raises:
-        KeyError: no suite of that name (the message lists the known ones).
+        KeyError (:class:`~hasten.registry.UnknownKeyError`): no suite of that name (the message lists the known ones).
     """
     _load_builtins()
-    if name not in _SUITES:
-        raise KeyError(f"unknown bench-diffusion model {name!r}; known: {', '.join(sorted(_SUITES)) or 'none'}")
-    return _SUITES[name](quick)
+    return SUITES.get(name)(quick)

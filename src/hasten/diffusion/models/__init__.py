@@ -47,7 +47,10 @@ from typing import Any
 
 import torch
 
+from hasten.registry import Registry, UnknownKeyError
+
 __all__ = [
+    "MODELS",
     "MANIFEST_FORMAT",
     "WEIGHTS_DIR",
     "LoadedModel",
@@ -89,13 +92,15 @@ class LoadedModel:
 
 
 Loader = Callable[[], LoadedModel]
-_LOADERS: dict[str, Loader] = {}
+MODELS: Registry[Loader] = Registry("model", error=UnknownKeyError)
+"""Every shipped diffusion model: name -> ``loader()``. Built-ins are imported by
+:func:`_load_builtins` (a listed module that is absent is skipped, a broken one raises)."""
 _builtins_loaded = False
 
 
 def register(name: str, loader_fn: Loader) -> None:
     """Make ``load(name)`` call ``loader_fn()``; a later registration replaces an earlier one."""
-    _LOADERS[name] = loader_fn
+    MODELS.register(name, loader_fn, replace=True)
 
 
 def _load_builtins() -> None:
@@ -114,7 +119,7 @@ def _load_builtins() -> None:
 def available() -> tuple[str, ...]:
     """Names of every registered model, sorted."""
     _load_builtins()
-    return tuple(sorted(_LOADERS))
+    return MODELS.names()
 
 
 def load(name: str) -> LoadedModel:
@@ -125,9 +130,7 @@ def load(name: str) -> LoadedModel:
         WeightsError: a weight file is missing, truncated or corrupted.
     """
     _load_builtins()
-    if name not in _LOADERS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_LOADERS)) or 'none'}")
-    return _LOADERS[name]()
+    return MODELS.get(name)()
 
 
 def sha256_of(path: Path) -> str:
