@@ -25,3 +25,24 @@ def tiny_discrete(seed: int = 0, sharpness: float = 4.0, grid: tuple[int, int] =
 @pytest.fixture
 def tiny_ar() -> DiscreteAdapter:
     return tiny_discrete()
+
+
+def tiny_continuous(seed: int = 0, draft_seed: int | None = 1) -> "ContinuousAdapter":
+    """A random float64 DigitsMAR (6 tokens of 4 values) with a draft of the same size
+    (``draft_seed`` None: no draft; equal to ``seed``: the draft is the target's twin)."""
+    from hasten.arimage.adapters import ContinuousAdapter
+    from hasten.arimage.models.digits_mar import ARCHITECTURES as MAR, TOKEN_DIM, DigitsMAR
+
+    def build(s: int) -> DigitsMAR:
+        torch.manual_seed(s)
+        return DigitsMAR(**MAR["tiny"]).double().eval().requires_grad_(False)
+
+    draft = None
+    if draft_seed is not None:
+        draft = ContinuousAdapter(build(draft_seed), lambda t: t, TOKEN_DIM, "tiny-mar-draft")
+    return ContinuousAdapter(build(seed), lambda t: t.double().view(-1, 1, 6, 4), TOKEN_DIM, "tiny-mar", None, draft)
+
+
+@pytest.fixture
+def tiny_mar():
+    return tiny_continuous()

@@ -71,4 +71,4 @@ class MethodSpec:
 
 METHODS: Registry[MethodSpec] = Registry("arimage method", builtin_modules=(
     "hasten.arimage.methods.reference", "hasten.arimage.methods.sjd", "hasten.arimage.methods.gsd",
-    "hasten.arimage.methods.lantern"))
+    "hasten.arimage.methods.lantern", "hasten.arimage.methods.continuous_sd", "hasten.arimage.methods.disa"))
