@@ -28,12 +28,15 @@ class GenerationStats:
     Attributes:
         method: method name. images: number of images. seconds: wall time (s).
         per_image: one :class:`hasten.arimage.methods.ImageStats` per image.
+        tokens: the generated tokens before decoding, (B, L) int64 (discrete) or (B, L, D)
+            float (continuous); None for an empty call.
     """
 
     method: str
     images: int
     seconds: float
     per_image: list[ImageStats] = field(default_factory=list)
+    tokens: torch.Tensor | None = None
 
     @property
     def forwards(self) -> int:
@@ -125,5 +128,6 @@ def generate(model: Any, labels: Sequence[int] | torch.Tensor, method: str = "sj
         tokens.append(image_tokens)
         per_image.append(image_stats)
     seconds = time.perf_counter() - started
-    images = model.decode(torch.stack(tokens)) if tokens else torch.zeros(0)
-    return images, GenerationStats(method, len(values), seconds, per_image)
+    stacked = torch.stack(tokens) if tokens else None
+    images = model.decode(stacked) if tokens else torch.zeros(0)
+    return images, GenerationStats(method, len(values), seconds, per_image, stacked)
