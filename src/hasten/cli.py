@@ -315,6 +315,10 @@ from .diffusion.bench.cli import add_commands as _add_diffusion_bench_commands  
 
 _add_diffusion_bench_commands(app)
 
+from .arimage.cli import add_commands as _add_arimage_bench_commands  # noqa: E402  (hasten bench-arimage)
+
+_add_arimage_bench_commands(app)
+
 
 def main() -> None:
     """Entry point: runs the app; Ctrl-C ends with a newline and exit status 130."""
