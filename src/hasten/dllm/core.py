@@ -33,8 +33,15 @@ __all__ = ["top_tokens", "num_transfer_tokens", "low_confidence_topk", "threshol
            "local_leap_rule", "top2_gap", "fill_after_eos"]
 
 
-def top_tokens(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy token and its probability: ``logits (B, N, V)`` -> ``tokens (B, N) int64, conf (B, N) float``."""
+def top_tokens(logits: torch.Tensor, mask_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy token and its probability: ``logits (B, N, V)`` -> ``tokens (B, N) int64, conf (B, N) float``.
+
+    ``mask_id``: the [MASK] id, never proposed (a committed [MASK] would stay masked forever);
+    its probability mass is removed before the softmax, as LLaDA's samplers never emit it.
+    """
+    if mask_id is not None:
+        logits = logits.clone()
+        logits[..., mask_id] = -torch.inf
     probs = torch.softmax(logits, dim=-1)
     conf, tokens = probs.max(dim=-1)
     return tokens, conf

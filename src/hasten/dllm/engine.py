@@ -107,7 +107,7 @@ def decode_blocks(adapter: DLLMAdapter, canvas: torch.Tensor, prompt_len: int, b
             stats.forward_passes += 1
             stats.positions_computed += len(ran)
             block_logits = _block_logits(logits, ran, start, end)
-            tokens, conf = top_tokens(block_logits)
+            tokens, conf = top_tokens(block_logits, mask_id)
             candidates = canvas[:, start:end] == mask_id
             progress = 1 - float((canvas[:, prompt_len:] == mask_id).float().mean())
             view = StepView(block_logits, tokens, conf, candidates, canvas, prompt_len, start, end, block_step,

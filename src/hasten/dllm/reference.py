@@ -40,7 +40,7 @@ def reference_sample(adapter: DLLMAdapter, canvas: torch.Tensor, prompt_len: int
             logits, _ = adapter.forward(canvas, positions)
             stats.forward_passes += 1
             stats.positions_computed += length
-            tokens, conf = top_tokens(logits[:, start:end])
+            tokens, conf = top_tokens(logits[:, start:end], mask_id)
             commit = low_confidence_topk(conf, candidates, schedule[:, step])
             canvas[:, start:end] = torch.where(commit, tokens, canvas[:, start:end])
             if trace is not None:
