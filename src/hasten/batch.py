@@ -40,7 +40,8 @@ from . import kv
 from .budget import BudgetConfig, DraftBudget
 from .cost import CostCurve, load_or_measure
 from .drafters.base import Drafter, DraftRequest, VerifiedStep, build_drafter
-from .engine import GenerationStats, _Committer, _eos_ids, stats_name
+from .engine import Committer, GenerationStats, stats_name
+from .targets import model_eos_ids
 from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits
 from .tree import DraftTree, tree_layout
 from .verify import walk_tree
@@ -232,7 +233,7 @@ class BatchRow:
     draws and stats. ``cached`` = KV slots of this row holding committed tokens
     (``len(tokens) - 1``: the root is not cached)."""
 
-    def __init__(self, req: BatchRequest, drafter: Drafter | None, run: _Committer, budget: DraftBudget | None,
+    def __init__(self, req: BatchRequest, drafter: Drafter | None, run: Committer, budget: DraftBudget | None,
                  auto_off: AutoOff | None, draws: PositionDraws | None, generator: torch.Generator):
         self.req, self.drafter, self.run, self.budget = req, drafter, run, budget
         self.auto_off, self.draws, self.generator = auto_off, draws, generator
@@ -330,8 +331,8 @@ class BatchedDecoder:
         seed = generator.seed() if req.seed is None else req.seed
         generator.manual_seed(seed)
         draws = None if params.greedy else PositionDraws(seed)
-        run = _Committer(list(req.prompt), req.max_new_tokens, self.context_length,
-                         _eos_ids(self.model, req.eos_token_id), list(req.stop), req.tokenizer, req.streamer,
+        run = Committer(list(req.prompt), req.max_new_tokens, self.context_length,
+                         model_eos_ids(self.model, req.eos_token_id), list(req.stop), req.tokenizer, req.streamer,
                          self.vocab_size if params.uses_history else None, self.device)
         budget_cfg = BudgetConfig() if req.draft_budget == "auto" else req.draft_budget
         budget = DraftBudget(self.cost_curve(), budget_cfg) if drafter is not None and budget_cfg else None

@@ -43,7 +43,7 @@ __all__ = ["generate", "GenerationResult", "GenerationStats", "TransformersTarge
 Streamer = Callable[[list[int]], None]
 
 
-class _Committer:
+class Committer:
     """Appends accepted tokens, enforcing eos, stop strings, the token budget and the
     context length; streams exactly what it keeps."""
 
@@ -116,7 +116,7 @@ def _prompt_list(input_ids) -> list[int]:
     return [int(t) for t in input_ids]
 
 
-def _plain_loop(target: Target, cache, run: _Committer, params: SamplingParams,
+def _plain_loop(target: Target, cache, run: Committer, params: SamplingParams,
                 draws: PositionDraws | None, stats: GenerationStats, t0: float) -> None:
     """Reference path: one target forward per token (sampled with position-keyed draws)."""
     logits = target.forward(cache, run.tokens, last_only=True)
@@ -129,17 +129,17 @@ def _plain_loop(target: Target, cache, run: _Committer, params: SamplingParams,
         stats.drafted.append(0)
 
 
-def _choose_next(logits: torch.Tensor, run: _Committer, params: SamplingParams,
+def _choose_next(logits: torch.Tensor, run: Committer, params: SamplingParams,
                  draws: PositionDraws | None) -> list[int]:
     scores = process_logits(logits, params, _seen(run))
     return choose_tokens(scores, params, draws=None if draws is None else draws([len(run.tokens)])).tolist()
 
 
-def _seen(run: _Committer) -> torch.Tensor | None:
+def _seen(run: Committer) -> torch.Tensor | None:
     return None if run.seen is None else run.seen.unsqueeze(0)
 
 
-def _verify(target: Target, cache, run: _Committer, draft: DraftTree, params: SamplingParams,
+def _verify(target: Target, cache, run: Committer, draft: DraftTree, params: SamplingParams,
             generator: torch.Generator,
             draws: PositionDraws | None) -> tuple[list[int], int, list[int] | None, torch.Tensor]:
     """One verification step: target forward over root + draft, then the acceptance rule:
@@ -174,7 +174,7 @@ def _verify(target: Target, cache, run: _Committer, draft: DraftTree, params: Sa
     return path, nxt, row_tokens, scores
 
 
-def _speculative_loop(target: Target, cache, run: _Committer, drafter, params: SamplingParams,
+def _speculative_loop(target: Target, cache, run: Committer, drafter, params: SamplingParams,
                       generator: torch.Generator, draws: PositionDraws | None, stats: GenerationStats,
                       t0: float, budget: DraftBudget | None) -> None:
     """Prefill all but the last prompt token, so the very first step already verifies a
@@ -310,7 +310,7 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         generator.manual_seed(seed)
     keyed = not params.greedy and (drafter is None or not drafter.proposes_distributions)
     draws = PositionDraws(seed) if keyed else None
-    run = _Committer(prompt, max_new_tokens, target.context_length, target.eos_ids(eos_token_id), stop,
+    run = Committer(prompt, max_new_tokens, target.context_length, target.eos_ids(eos_token_id), stop,
                      tokenizer, streamer, target.vocab_size if params.uses_history else None, target.device)
     stats = GenerationStats(method="ar" if drafter is None else stats_name(drafter),
                             prompt_tokens=len(prompt))

@@ -101,11 +101,11 @@ class _Handler:
 
     def grammar(self):
         if self._grammar is None:
-            from ..engine import _eos_ids
+            from ..targets import model_eos_ids
             from .grammar import GRAMMAR_ENGINES
 
             self._grammar = GRAMMAR_ENGINES.get("xgrammar")(self.tokenizer, self.vocab_size,
-                                                             sorted(_eos_ids(self.model, None)))
+                                                             sorted(model_eos_ids(self.model, None)))
         return self._grammar
 
     def _method(self, req) -> tuple[Any, dict]:

@@ -98,3 +98,9 @@ def resolve_target(model: Any) -> Target:
 def is_backend_model(model: Any) -> bool:
     """Whether ``model`` brings its own target (a backend model such as llama.cpp), not a torch module."""
     return callable(getattr(model, "engine_target", None))
+
+
+def model_eos_ids(model: Any, eos_token_id: int | Iterable[int] | None = None) -> set[int]:
+    """The stop token ids for ``model``: ``eos_token_id`` normalised, or the model's own
+    (its target's ``eos_ids``: a transformers model's generation config, a GGUF's eos ids)."""
+    return resolve_target(model).eos_ids(eos_token_id)
