@@ -112,8 +112,9 @@ async def run_level(url: str, model: str, prompts: list[str], concurrency: int, 
 
 def library_speedup(model_name: str, method: str, prompts: list[str], max_tokens: int) -> tuple[float, float]:
     """(plain tok/s, method tok/s) of hasten.generate on the same prompts, interleaved."""
-    import hasten
     import torch
+
+    import hasten
 
     torch.set_num_threads(THREADS)
     model, tok = hasten.load_model(model_name)

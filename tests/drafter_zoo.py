@@ -32,7 +32,7 @@ class ReferenceTreeDrafter(Drafter):
             return None
         toks, parents = [], []
         frontier = [-1]
-        for d, true_token in enumerate(truth):
+        for true_token in truth:
             next_frontier = []
             for parent in frontier:
                 choices = {self.rng.randrange(self.vocab) for _ in range(self.width - 1)}

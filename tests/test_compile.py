@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 import torch
+from conftest import exactness_prompts
 
 import hasten
-from conftest import exactness_prompts
 from hasten.compile import CompileConfig, CompileFallbackWarning
 
 METHODS = [None, "prompt_lookup", "trie", "recycling"]

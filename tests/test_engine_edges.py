@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import VOCAB
+from drafter_zoo import ReferenceChainDrafter
 
 import hasten
-from drafter_zoo import ReferenceChainDrafter
-from conftest import VOCAB
 
 
 class CharTokenizer:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import VOCAB, exactness_prompts
+from drafter_zoo import ReferenceChainDrafter, ReferenceTreeDrafter
 
 import hasten
-from drafter_zoo import ReferenceChainDrafter, ReferenceTreeDrafter
-from conftest import VOCAB, exactness_prompts
 
 MAX_NEW = 24
 PROMPTS = exactness_prompts()

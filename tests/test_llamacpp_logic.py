@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import VOCAB
 
 import hasten
-from conftest import VOCAB
 from hasten.backends.llamacpp import LlamaCppCache, LlamaCppTarget
 from hasten.tree import DraftTree
 

@@ -40,8 +40,8 @@ def _fake_builtin(monkeypatch, tmp_path, tiny_factory, fail_on_save=False):
     spec = models.BuiltinModel("pkg", "m.gguf", "pip install pkg", "")
     monkeypatch.setitem(models.BUILTIN_MODELS, "fake", spec)
     monkeypatch.setattr(models, "cache_dir", lambda: tmp_path / "cache")
-    import transformers
     import safetensors.torch
+    import transformers
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
                         classmethod(lambda cls, *a, **k: tiny_factory("llama").float()))

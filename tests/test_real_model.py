@@ -79,8 +79,9 @@ def test_every_registered_method_is_covered():
 
 
 def test_cli_generate_streams_and_prints_stats(smollm, capsys):
-    from hasten.cli import app
     from typer.testing import CliRunner
+
+    from hasten.cli import app
 
     result = CliRunner().invoke(app, ["generate", "--method", "prompt_lookup", "--max-new-tokens", "24",
                                       "--chat", "Say hello."])

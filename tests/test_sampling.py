@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
-from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
-                                                    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from hasten.sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits
 

@@ -10,16 +10,18 @@ to show it has the power to fail.
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
+from drafter_zoo import ReferenceTreeDrafter
 from scipy.stats import chisquare
-from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
-                                                    TemperatureLogitsWarper, TopPLogitsWarper)
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 import hasten
-from drafter_zoo import ReferenceTreeDrafter
 
 V = 12
 SEEDS = 2000

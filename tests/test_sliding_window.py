@@ -7,11 +7,11 @@ prompt and output runs far past them."""
 from __future__ import annotations
 
 import pytest
+from conftest import SLIDING_WINDOW
+from test_exactness import MAX_NEW, PROMPTS, _first_mismatch, assert_trees_exact, method_cases, transformers_greedy
 
 import hasten
 from hasten import kv
-from conftest import SLIDING_WINDOW
-from test_exactness import MAX_NEW, PROMPTS, _first_mismatch, assert_trees_exact, method_cases, transformers_greedy
 
 CASES = PROMPTS[:12]
 

@@ -41,8 +41,8 @@ from .budget import BudgetConfig, DraftBudget
 from .cost import CostCurve, load_or_measure
 from .drafters.base import Drafter, DraftRequest, VerifiedStep, build_drafter
 from .engine import Committer, GenerationStats, stats_name
-from .targets import model_eos_ids
 from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits
+from .targets import model_eos_ids
 from .tree import DraftTree, tree_layout
 from .verify import walk_tree
 

@@ -276,8 +276,9 @@ def datastore_build(
 ) -> None:
     """Tokenize CORPUS into a datastore; an interrupted build resumes when rerun.
     Use it with --method suffix --set datastore=OUT or --method trie --set corpus=OUT."""
-    import hasten
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    import hasten
 
     from .datastore import build_datastore
 

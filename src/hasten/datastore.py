@@ -330,7 +330,7 @@ def build_datastore(corpus: str | os.PathLike, tokenize: Callable[[list[str]], l
             ids = tokenize(texts) if texts else []
             flat = [t for doc in ids for t in (*doc, SEPARATOR)]
             name = f"chunk-{len(state['chunks']):06d}.npy"
-            atomic_write(partial / name, lambda f: np.save(f, np.asarray(flat, dtype=np.int32)))
+            atomic_write(partial / name, lambda f, flat=flat: np.save(f, np.asarray(flat, dtype=np.int32)))
             state["chunks"].append(name)
             state["lines"] += len(batch)
             state["documents"] += len(ids)

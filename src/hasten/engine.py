@@ -32,8 +32,8 @@ from .budget import BudgetConfig, DraftBudget
 from .cache_probe import check_cache
 from .drafters.base import DraftRequest, VerifiedStep, build_drafter
 from .padding import split_left_padding
-from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits, seen_mask
 from .results import GenerationResult, GenerationStats
+from .sampling import PositionDraws, SamplingParams, choose_tokens, presence_rows, process_logits, seen_mask
 from .targets import Target, TransformersTarget, resolve_target
 from .tree import DraftTree, tree_layout
 from .verify import recursive_rejection_walk, speculative_sample_accept, walk_tree

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hasten.arimage.adapters import DiscreteAdapter
+from hasten.arimage.adapters import ContinuousAdapter, DiscreteAdapter
 from hasten.arimage.models.digits_ar import ARCHITECTURES, DigitsAR
 
 GRID = (2, 3)  # 6 tokens, vocabulary 4, classes 0-2 (+ null 3)
@@ -30,8 +30,8 @@ def tiny_ar() -> DiscreteAdapter:
 def tiny_continuous(seed: int = 0, draft_seed: int | None = 1) -> "ContinuousAdapter":
     """A random float64 DigitsMAR (6 tokens of 4 values) with a draft of the same size
     (``draft_seed`` None: no draft; equal to ``seed``: the draft is the target's twin)."""
-    from hasten.arimage.adapters import ContinuousAdapter
-    from hasten.arimage.models.digits_mar import ARCHITECTURES as MAR, TOKEN_DIM, DigitsMAR
+    from hasten.arimage.models.digits_mar import ARCHITECTURES as MAR
+    from hasten.arimage.models.digits_mar import TOKEN_DIM, DigitsMAR
 
     def build(s: int) -> DigitsMAR:
         torch.manual_seed(s)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")

@@ -6,8 +6,14 @@ import torch
 
 import hasten
 from hasten.drafters import DraftRequest, VerifiedStep
-from hasten.drafters.recycling import (AdjacencyMap, FrequentTokens, RecyclingConfig, RecyclingDrafter,
-                                       grow_tree, static_tree)
+from hasten.drafters.recycling import (
+    AdjacencyMap,
+    FrequentTokens,
+    RecyclingConfig,
+    RecyclingDrafter,
+    grow_tree,
+    static_tree,
+)
 from hasten.sampling import SamplingParams
 from hasten.tree import DraftTree
 

@@ -10,15 +10,23 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import exactness_prompts
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 import hasten
-from conftest import exactness_prompts
 from hasten import kv
-from hasten.drafters._layers import (additive_mask, describe_skip, expected_speedup, first_draft_mask,
-                                     forward_skipping, layer_stack, layer_units, relative_draft_cost,
-                                     score_first_drafts)
 from hasten.drafters import _skip_search
+from hasten.drafters._layers import (
+    additive_mask,
+    describe_skip,
+    expected_speedup,
+    first_draft_mask,
+    forward_skipping,
+    layer_stack,
+    layer_units,
+    relative_draft_cost,
+    score_first_drafts,
+)
 from hasten.drafters._skip_search import SkipSetCache, SkipSetSearch, gp_posterior, hamming_kernel
 from hasten.drafters.early_exit import exit_candidates
 from hasten.drafters.hierarchical import NgramIndex, chunk_relevance, select_positions

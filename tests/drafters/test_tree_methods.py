@@ -4,9 +4,9 @@ unless it was explicitly given shared state."""
 
 import pytest
 import torch
+from conftest import exactness_prompts
 
 import hasten
-from conftest import exactness_prompts
 from hasten.drafters import build_drafter
 
 from .recording import drafts_of, record

@@ -101,7 +101,7 @@ class DecodeSettings:
             raise ValueError(f"cfg_scale must be >= 1 (1 = no guidance), got {self.cfg_scale}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 (AR image models sample), got {self.temperature}")
-        self.params  # validates top_k / top_p
+        _ = self.params  # validates top_k / top_p
 
     @property
     def params(self) -> SamplingParams:

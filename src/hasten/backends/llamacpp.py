@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
 __all__ = ["LlamaCppModel", "LlamaCppCache", "LlamaCppTarget", "load_llamacpp", "requantize_gguf", "GGUF_TYPES",
            "INSTALL_HINT"]
 

@@ -99,6 +99,7 @@ def load_questions(datasets, subtasks, per_subtask) -> list[Question]:
 
 def _load_target(name: str, dtype: str):
     import hasten
+
     from ..models import _resolve_dtype
 
     if name == TINY_RANDOM:

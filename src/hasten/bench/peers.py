@@ -152,7 +152,6 @@ class HastenContender(Contender):
     def __init__(self, name: str, model, method: str | None, clock: Clock,
                  options: dict[str, Any] | None = None):
         from ..compile import CompiledModel
-
         from ..drafters import get_method
         from ..targets import is_backend_model
 

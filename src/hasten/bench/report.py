@@ -12,8 +12,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .datasets import HUMANEVAL, SUBTASKS
-from .metrics import (OVERALL, agreement, exact_match, generations, methods_in, mismatches, specbench_speedup,
-                      speedup, subtasks_in, summarize)
+from .metrics import (
+    OVERALL,
+    agreement,
+    exact_match,
+    generations,
+    methods_in,
+    mismatches,
+    specbench_speedup,
+    speedup,
+    subtasks_in,
+    summarize,
+)
 from .peers import baseline_of
 from .records import RECORDS_FILE, read_meta, read_records
 

@@ -31,10 +31,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..targets import is_backend_model, resolve_target
 from .datasets import Question, build_messages, encode_chat
 from .metrics import first_difference, top2_margin
 from .peers import Contender, Request, baseline_of, split_variant
-from ..targets import is_backend_model, resolve_target
 from .records import RECORDS_FILE, RecordLog, read_meta, read_records, record_key, write_meta
 
 __all__ = ["BenchSettings", "BenchRunner", "RunResult", "rotated", "sha1_of", "PROTOCOL_FIELDS", "check_resume"]

@@ -1,5 +1,3 @@
 """Importing this module registers every built-in drafter (one import per method)."""
 
-from . import draft_model, prompt_lookup  # noqa: F401
-from . import early_exit, hierarchical, layer_skip  # noqa: F401
-from . import jacobi, recycling, suffix, trie  # noqa: F401
+from . import draft_model, early_exit, hierarchical, jacobi, layer_skip, prompt_lookup, recycling, suffix, trie  # noqa: F401  # noqa: F401  # noqa: F401

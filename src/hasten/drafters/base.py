@@ -94,7 +94,7 @@ class Drafter(ABC):
             A draft tree, or None to let the engine take a plain decoding step.
         """
 
-    def on_accept(self, step: "VerifiedStep") -> None:
+    def on_accept(self, step: "VerifiedStep") -> None:  # noqa: B027  (optional hook, default: ignore)
         """Feedback after each verification of a non-empty draft, and of an empty one too
         when ``observes_plain_steps`` (see :class:`VerifiedStep`)."""
 

@@ -37,8 +37,17 @@ from typing import Any
 import torch
 
 from ..tree import DraftTree
-from ._layers import (best_depth, draft_chain, forward_skipping, layer_stack, layer_units, linear_verify_cost,
-                      model_fingerprint, relative_draft_cost, score_first_drafts)
+from ._layers import (
+    best_depth,
+    draft_chain,
+    forward_skipping,
+    layer_stack,
+    layer_units,
+    linear_verify_cost,
+    model_fingerprint,
+    relative_draft_cost,
+    score_first_drafts,
+)
 from ._skip_search import check_skip_cache, resolve_skip_cache
 from .base import Drafter, MethodSpec, register
 

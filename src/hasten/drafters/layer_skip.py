@@ -50,8 +50,17 @@ from typing import Any
 import torch
 
 from ..tree import DraftTree
-from ._layers import (best_depth, describe_skip, draft_chain, forward_skipping, layer_stack, linear_verify_cost,
-                      model_fingerprint, relative_draft_cost, score_first_drafts)
+from ._layers import (
+    best_depth,
+    describe_skip,
+    draft_chain,
+    forward_skipping,
+    layer_stack,
+    linear_verify_cost,
+    model_fingerprint,
+    relative_draft_cost,
+    score_first_drafts,
+)
 from ._skip_search import SkipSetCache, SkipSetSearch, check_skip_cache, resolve_skip_cache
 from .base import Drafter, MethodSpec, register
 

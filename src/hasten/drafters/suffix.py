@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..datastore import Datastore
+from ..ngram import SuffixIndex, continuation, match_reference  # noqa: F401  (re-exported)
 from ..tree import DraftTree
 from ._tree_build import merge_max, tree_from_scores
 from .base import Drafter, MethodSpec, register
-from ..ngram import SuffixIndex, continuation, match_reference  # noqa: F401  (re-exported)
 
 __all__ = ["SuffixConfig", "SuffixDrafter", "SuffixIndex", "continuation_scores"]
 

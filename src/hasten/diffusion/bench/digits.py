@@ -42,8 +42,8 @@ import hasten.diffusion as hd
 from hasten.diffusion.bench.registry import register_suite
 from hasten.diffusion.bench.suite import UNCACHED, Setting, SuiteOutput
 from hasten.diffusion.metrics import psnr, relative_l1, ssim
-from hasten.diffusion.policy import policy_names
 from hasten.diffusion.models.digits import ARCHITECTURES, NUM_CLASSES, DigitClassifier, build_dit, sample
+from hasten.diffusion.policy import policy_names
 from hasten.diffusion.tstitch import TStitchConfig
 
 __all__ = ["DigitsSuite", "BACKENDS", "digits_settings"]

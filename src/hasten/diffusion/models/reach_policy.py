@@ -25,7 +25,6 @@ T control steps, S denoising steps.
 from __future__ import annotations
 
 import abc
-
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
