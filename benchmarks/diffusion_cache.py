@@ -47,12 +47,22 @@ def build_pipeline(layers: int, latent: int) -> DiTPipeline:
     """DiT-B/2-shaped transformer with random weights plus a small random VAE (decode only)."""
     torch.manual_seed(0)
     transformer = DiTTransformer2DModel(
-        num_attention_heads=12, attention_head_dim=64, in_channels=4, out_channels=8, num_layers=layers,
-        sample_size=latent, patch_size=2, num_embeds_ada_norm=1000,
+        num_attention_heads=12,
+        attention_head_dim=64,
+        in_channels=4,
+        out_channels=8,
+        num_layers=layers,
+        sample_size=latent,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
     )
     vae = AutoencoderKL(
-        block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, latent_channels=4, norm_num_groups=8,
+        block_out_channels=(8, 8, 8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
     )
     scheduler = DDIMScheduler(steps_offset=1, clip_sample=False)
     pipe = DiTPipeline(transformer=transformer.eval(), vae=vae.eval(), scheduler=scheduler)
@@ -96,14 +106,24 @@ def settings(first_block_pct: dict[int, float], cg_pct: dict[int, float], steps:
         config = hd.StaticCacheConfig(interval=interval, warmup_steps=2)
         rows.append(("static", f"interval={interval}, warmup=2", config))
     for interval, fraction in ((2, 0.5), (3, 0.5), (3, 0.75)):
-        rows.append(("delta_dit", f"interval={interval}, cached={fraction}, switch={half}",
-                     hd.DeltaDiTConfig(interval=interval, switch_step=half, cached_fraction=fraction)))
+        rows.append(
+            (
+                "delta_dit",
+                f"interval={interval}, cached={fraction}, switch={half}",
+                hd.DeltaDiTConfig(interval=interval, switch_step=half, cached_fraction=fraction),
+            )
+        )
     for p in (50, 75, 95):
         t = first_block_pct[p]
         rows.append(("first_block", f"threshold={t:.3f} (P{p})", hd.FirstBlockCacheConfig(threshold=t, warmup_steps=2)))
     for interval, order in ((2, 1), (3, 2), (5, 2)):
-        rows.append(("taylorseer", f"interval={interval}, order={order}",
-                     hd.TaylorSeerConfig(interval=interval, order=order, warmup_steps=3)))
+        rows.append(
+            (
+                "taylorseer",
+                f"interval={interval}, order={order}",
+                hd.TaylorSeerConfig(interval=interval, order=order, warmup_steps=3),
+            )
+        )
     for p in (50, 75, 95):
         t = cg_pct[p]
         rows.append(("cg_taylor", f"threshold={t:.3f} (P{p})", hd.CGTaylorConfig(threshold=t, order=1, warmup_steps=2)))
@@ -144,20 +164,26 @@ def main() -> None:
     baseline = min(before, between, after)
 
     span = (reference.max() - reference.min()).item()
-    print(f"DiT {args.layers} blocks x width 768 (random weights), {args.latent}x{args.latent} latent "
-          f"({(args.latent // 2) ** 2} tokens), batch 2 (CFG), {args.steps} DDIM steps, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), fastest of {args.repeats} runs per row")
+    print(
+        f"DiT {args.layers} blocks x width 768 (random weights), {args.latent}x{args.latent} latent "
+        f"({(args.latent // 2) ** 2} tokens), batch 2 (CFG), {args.steps} DDIM steps, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), fastest of {args.repeats} runs per row"
+    )
     print(f"probe residual diffs: first_block {_fmt(fb_pct)}; cg_taylor {_fmt(cg_pct)}")
     print()
     print("| method | setting | s/image | speedup | blocks skipped | latent rel-L1 | latent PSNR (dB) |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    print(f"| uncached | before / between / after: {before:.2f} / {between:.2f} / {after:.2f} s | "
-          f"{baseline:.2f} | 1.00x | 0% | 0 | inf |")
+    print(
+        f"| uncached | before / between / after: {before:.2f} / {between:.2f} / {after:.2f} s | "
+        f"{baseline:.2f} | 1.00x | 0% | 0 | inf |"
+    )
     for r in rows:
         rel = hd.relative_l1(reference, r.latents).item()
         psnr = hd.psnr(reference, r.latents, data_range=span).item()
-        print(f"| {r.method} | {r.setting} | {r.seconds:.2f} | {baseline / r.seconds:.2f}x | "
-              f"{100 * r.skipped:.0f}% | {rel:.4f} | {psnr:.1f} |")
+        print(
+            f"| {r.method} | {r.setting} | {r.seconds:.2f} | {baseline / r.seconds:.2f}x | "
+            f"{100 * r.skipped:.0f}% | {rel:.4f} | {psnr:.1f} |"
+        )
 
 
 def _fmt(percentiles: dict[int, float]) -> str:

@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, float], float]:
             overall, per_class = classifier.accuracy(images, labels)
             results[(name, guidance)] = overall
             per = " ".join(f"{c}:{a:.0%}" for c, a in per_class.items())
-            print(f"{name} guidance {guidance:g}, {args.steps} steps, {len(labels)} samples in {seconds:.1f} s: "
-                  f"accuracy {overall:.1%} | per class {per}")
+            print(
+                f"{name} guidance {guidance:g}, {args.steps} steps, {len(labels)} samples in {seconds:.1f} s: "
+                f"accuracy {overall:.1%} | per class {per}"
+            )
             if index == 0 and guidance == scales[0] and not args.no_grid:
                 rows = [(f"digit {c}", images[labels == c].numpy()) for c in range(NUM_CLASSES)]
                 image_rows(rows, args.out, cell_inches=0.3)

@@ -56,16 +56,23 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    plan = BenchPlan(out=args.out or REPO / "results" / f"quick-{stamp}", model=args.model, methods=METHODS,
-                     datasets=(f"spec_bench:{args.dataset}", f"humaneval:{args.humaneval}"),
-                     per_subtask=args.per_subtask, prompt_lookup_tokens=10, fresh_cost=args.fresh_cost,
-                     settings=BenchSettings(max_new_tokens=args.max_new_tokens, runs=1, warmup=1, max_turns=1,
-                                            request=Request(1)),
-                     command=shlex.join(["python", "benchmarks/quick.py", *sys.argv[1:]]))
+    plan = BenchPlan(
+        out=args.out or REPO / "results" / f"quick-{stamp}",
+        model=args.model,
+        methods=METHODS,
+        datasets=(f"spec_bench:{args.dataset}", f"humaneval:{args.humaneval}"),
+        per_subtask=args.per_subtask,
+        prompt_lookup_tokens=10,
+        fresh_cost=args.fresh_cost,
+        settings=BenchSettings(max_new_tokens=args.max_new_tokens, runs=1, warmup=1, max_turns=1, request=Request(1)),
+        command=shlex.join(["python", "benchmarks/quick.py", *sys.argv[1:]]),
+    )
     out = execute(plan)
     meta, records = read_meta(out), read_records(out / RECORDS_FILE)
-    print(f"\n{meta['model']} ({meta['dtype']}), {meta['max_new_tokens']} new tokens, "
-          f"{len(meta['questions'])} prompts, greedy; {meta['machine']}")
+    print(
+        f"\n{meta['model']} ({meta['dtype']}), {meta['max_new_tokens']} new tokens, "
+        f"{len(meta['questions'])} prompts, greedy; {meta['machine']}"
+    )
     print("\n".join(text_table(records, meta["methods"], meta)))
     print(f"\nraw records, report.md and plots: {out}")
 

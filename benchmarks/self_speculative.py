@@ -51,12 +51,14 @@ DEFAULT_QUESTIONS = Path(__file__).resolve().parents[1].parent / "shared/data/sp
 
 def short_variants(self_k: int) -> list[tuple[str, str | None, dict]]:
     """(label, method, options) of part 1; each SWIFT / early-exit variant gets its own cache."""
-    return [("ar", None, {}),
-            ("layer_skip", "layer_skip", {"skip_cache": SkipSetCache()}),
-            ("layer_skip*", "layer_skip", {"skip_cache": SkipSetCache(), "min_expected_speedup": 0.0}),
-            ("early_exit", "early_exit", {"skip_cache": SkipSetCache()}),
-            ("early_exit*", "early_exit", {"skip_cache": SkipSetCache(), "min_expected_speedup": 0.0}),
-            (f"self:{self_k}", "draft_model", {"draft_model": f"self:{self_k}"})]
+    return [
+        ("ar", None, {}),
+        ("layer_skip", "layer_skip", {"skip_cache": SkipSetCache()}),
+        ("layer_skip*", "layer_skip", {"skip_cache": SkipSetCache(), "min_expected_speedup": 0.0}),
+        ("early_exit", "early_exit", {"skip_cache": SkipSetCache()}),
+        ("early_exit*", "early_exit", {"skip_cache": SkipSetCache(), "min_expected_speedup": 0.0}),
+        (f"self:{self_k}", "draft_model", {"draft_model": f"self:{self_k}"}),
+    ]
 
 
 def long_variants() -> list[tuple[str, str | None, dict]]:
@@ -98,7 +100,7 @@ def run_group(model, stack, items, variants, max_new: int, totals, notes) -> Non
     """Run every variant on every (group, prompt ids), interleaved; accumulate totals."""
     labels = [v[0] for v in variants]
     for qi, (group, ids) in enumerate(items):
-        order = variants[qi % len(variants):] + variants[:qi % len(variants)]
+        order = variants[qi % len(variants) :] + variants[: qi % len(variants)]
         outputs = {}
         for label, method, options in order:
             result = hasten.generate(model, ids, method=method, max_new_tokens=max_new, method_options=options)
@@ -123,8 +125,10 @@ def run_group(model, stack, items, variants, max_new: int, totals, notes) -> Non
 
 def print_table(title: str, totals, labels: list[str], groups: list[str]) -> None:
     print(f"\n## {title}\n")
-    header = (f"{'group':15s} {'method':14s} {'tok/s':>7s} {'speedup':>8s} {'tau':>6s} {'exact':>6s} "
-              f"{'fwd/tok':>8s} {'draft/tok':>9s}")
+    header = (
+        f"{'group':15s} {'method':14s} {'tok/s':>7s} {'speedup':>8s} {'tau':>6s} {'exact':>6s} "
+        f"{'fwd/tok':>8s} {'draft/tok':>9s}"
+    )
     print(header)
     print("-" * len(header))
     for group in groups:
@@ -135,8 +139,10 @@ def print_table(title: str, totals, labels: list[str], groups: list[str]) -> Non
             rate = t["new"] / t["seconds"] if t["seconds"] else 0.0
             speedup = f"{rate / base_rate:.2f}x" if base_rate else "-"
             tau = t["committed"] / t["steps"] if t["steps"] else 1.0
-            print(f"{group:15s} {label:14s} {rate:7.1f} {speedup:>8s} {tau:6.2f} {t['exact'] / t['runs']:6.0%} "
-                  f"{t['forwards'] / t['new']:8.2f} {t['draft'] / t['new']:9.2f}")
+            print(
+                f"{group:15s} {label:14s} {rate:7.1f} {speedup:>8s} {tau:6.2f} {t['exact'] / t['runs']:6.0%} "
+                f"{t['forwards'] / t['new']:8.2f} {t['draft'] / t['new']:9.2f}"
+            )
         print()
 
 
@@ -148,21 +154,27 @@ def print_notes(notes) -> None:
             steps = sum(r["optimization_steps"] for r in runs)
             evaluations = sum(r["evaluations"] for r in runs)
             searched = sum(1 for r in runs if r["optimization_steps"])
-            print(f"{label}: final skip set [{last['skip_set_readable']}] ({len(last['skip_set'] or [])} units), "
-                  f"window agreement {last['window_agreement']}, expected speedup {last['expected_speedup']}; "
-                  f"optimization steps {steps} ({evaluations} sets scored) over {searched} of {len(runs)} "
-                  f"requests; drafting steps {sum(r['drafting_steps'] for r in runs)}, "
-                  f"plain steps {sum(r['plain_steps'] for r in runs)}")
+            print(
+                f"{label}: final skip set [{last['skip_set_readable']}] ({len(last['skip_set'] or [])} units), "
+                f"window agreement {last['window_agreement']}, expected speedup {last['expected_speedup']}; "
+                f"optimization steps {steps} ({evaluations} sets scored) over {searched} of {len(runs)} "
+                f"requests; drafting steps {sum(r['drafting_steps'] for r in runs)}, "
+                f"plain steps {sum(r['plain_steps'] for r in runs)}"
+            )
         elif "exit_layer" in last:
-            print(f"{label}: exit layer {last['exit_layer']}, agreement by exit {last['agreement_by_exit']}, "
-                  f"expected speedup {last['expected_speedup']}; measurements "
-                  f"{sum(r['measurements'] for r in runs)} over {len(runs)} requests")
+            print(
+                f"{label}: exit layer {last['exit_layer']}, agreement by exit {last['agreement_by_exit']}, "
+                f"expected speedup {last['expected_speedup']}; measurements "
+                f"{sum(r['measurements'] for r in runs)} over {len(runs)} requests"
+            )
         elif "level1_forwards" in last:
-            print(f"{label}: level-1 forwards {sum(r['level1_forwards'] for r in runs)}, level-1 tokens "
-                  f"{sum(r['level1_tokens'] for r in runs)}, level-2 accepted "
-                  f"{sum(r['level2_accepted'] for r in runs)}/{sum(r['level2_proposed'] for r in runs)}, "
-                  f"partial cache {last['partial_cache_tokens']} tokens = "
-                  f"{last['partial_cache_bytes'] / 2**20:.1f} MiB, chunk keys {last['chunk_key_bytes'] / 2**20:.1f} MiB")
+            print(
+                f"{label}: level-1 forwards {sum(r['level1_forwards'] for r in runs)}, level-1 tokens "
+                f"{sum(r['level1_tokens'] for r in runs)}, level-2 accepted "
+                f"{sum(r['level2_accepted'] for r in runs)}/{sum(r['level2_proposed'] for r in runs)}, "
+                f"partial cache {last['partial_cache_tokens']} tokens = "
+                f"{last['partial_cache_bytes'] / 2**20:.1f} MiB, chunk keys {last['chunk_key_bytes'] / 2**20:.1f} MiB"
+            )
 
 
 def main() -> None:
@@ -172,8 +184,13 @@ def main() -> None:
     parser.add_argument("--humaneval", type=int, default=5, help="HumanEval problems (0 = none)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--self-k", type=int, default=24, help="layers of the draft_model='self:k' copy")
-    parser.add_argument("--long-lengths", type=int, nargs="*", default=[2000, 4000, 6000],
-                        help="approximate prompt lengths (tokens) for hierarchical; none = skip part 2")
+    parser.add_argument(
+        "--long-lengths",
+        type=int,
+        nargs="*",
+        default=[2000, 4000, 6000],
+        help="approximate prompt lengths (tokens) for hierarchical; none = skip part 2",
+    )
     parser.add_argument("--long-prompts", type=int, default=2, help="prompts per length")
     parser.add_argument("--long-max-new-tokens", type=int, default=128)
     parser.add_argument("--dtype", default="float32")
@@ -194,16 +211,24 @@ def main() -> None:
         variants = short_variants(args.self_k)
         run_group(model, stack, items, variants, args.max_new_tokens, totals, notes)
         groups = [g for g in (*SUBTASKS, "humaneval") if ("ar", g) in totals] + ["overall"]
-        print_table(f"Spec-Bench + HumanEval, {args.max_new_tokens} new tokens, {args.dtype}",
-                    totals, [v[0] for v in variants], groups)
+        print_table(
+            f"Spec-Bench + HumanEval, {args.max_new_tokens} new tokens, {args.dtype}",
+            totals,
+            [v[0] for v in variants],
+            groups,
+        )
     if args.long_lengths:
         long_totals = defaultdict(lambda: defaultdict(float))
         long_items = long_prompts(spec, tok, args.long_lengths, args.long_prompts)
         variants = long_variants()
         run_group(model, stack, long_items, variants, args.long_max_new_tokens, long_totals, notes)
         groups = list(dict.fromkeys(g for g, _ in long_items)) + ["overall"]
-        print_table(f"Long prompts, {args.long_max_new_tokens} new tokens, {args.dtype}",
-                    long_totals, [v[0] for v in variants], groups)
+        print_table(
+            f"Long prompts, {args.long_max_new_tokens} new tokens, {args.dtype}",
+            long_totals,
+            [v[0] for v in variants],
+            groups,
+        )
     print_notes(notes)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 

@@ -60,10 +60,16 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -> None
     raise RuntimeError("server did not become healthy")
 
 
-async def one_request(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int,
-                      extra: dict) -> dict:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}, **extra}
+async def one_request(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int, extra: dict) -> dict:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
     start = time.perf_counter()
     arrivals, tokens = [], 0
     async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
@@ -81,12 +87,15 @@ async def one_request(client: httpx.AsyncClient, model: str, prompt: str, max_to
                 arrivals.append(time.perf_counter())
     end = time.perf_counter()
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    return {"ttft": arrivals[0] - start if arrivals else end - start, "gaps": gaps, "tokens": tokens,
-            "seconds": end - start}
+    return {
+        "ttft": arrivals[0] - start if arrivals else end - start,
+        "gaps": gaps,
+        "tokens": tokens,
+        "seconds": end - start,
+    }
 
 
-async def run_level(url: str, model: str, prompts: list[str], concurrency: int, max_tokens: int,
-                    extra: dict) -> dict:
+async def run_level(url: str, model: str, prompts: list[str], concurrency: int, max_tokens: int, extra: dict) -> dict:
     queue = list(prompts)
     results: list[dict] = []
 
@@ -106,8 +115,14 @@ async def run_level(url: str, model: str, prompts: list[str], concurrency: int, 
     def pct(values, q):
         return values[min(len(values) - 1, int(q * len(values)))]
 
-    return {"tok_s": tokens / wall, "ttft_p50": statistics.median(ttft), "ttft_p99": pct(ttft, 0.99),
-            "itl_p50": statistics.median(itl), "itl_p99": pct(itl, 0.99), "tokens": tokens}
+    return {
+        "tok_s": tokens / wall,
+        "ttft_p50": statistics.median(ttft),
+        "ttft_p99": pct(ttft, 0.99),
+        "itl_p50": statistics.median(itl),
+        "itl_p99": pct(itl, 0.99),
+        "tokens": tokens,
+    }
 
 
 def library_speedup(model_name: str, method: str, prompts: list[str], max_tokens: int) -> tuple[float, float]:
@@ -122,8 +137,7 @@ def library_speedup(model_name: str, method: str, prompts: list[str], max_tokens
     seconds = {None: 0.0, method: 0.0}
     tokens = {None: 0, method: 0}
     for prompt in prompts:
-        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                      tokenize=False)
+        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
         ids = tok(ids, add_special_tokens=False)["input_ids"]
         for m in (None, method):
             start = time.perf_counter()
@@ -135,8 +149,22 @@ def library_speedup(model_name: str, method: str, prompts: list[str], max_tokens
 
 def start_hasten(model: str, method: str, port: int, max_batch: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    cmd = [sys.executable, "-m", "hasten.cli", "serve", "--model", model, "--method", method, "--port", str(port),
-           "--max-batch", str(max_batch), "--threads", str(THREADS)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hasten.cli",
+        "serve",
+        "--model",
+        model,
+        "--method",
+        method,
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--threads",
+        str(THREADS),
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -147,8 +175,18 @@ def start_transformers(model: str, port: int) -> tuple[subprocess.Popen, str]:
     lm, tok = hasten.load_model(model)
     lm.save_pretrained(folder)
     tok.save_pretrained(folder)
-    cmd = [str(Path(sys.executable).parent / "transformers"), "serve", folder, "--port", str(port),
-           "--host", "127.0.0.1", "--dtype", "float32", "--continuous-batching"]
+    cmd = [
+        str(Path(sys.executable).parent / "transformers"),
+        "serve",
+        folder,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--dtype",
+        "float32",
+        "--continuous-batching",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS)}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), folder
 
@@ -189,31 +227,43 @@ def main() -> None:
         try:
             wait_healthy(f"http://127.0.0.1:{port}/health", peer, timeout=300)
             for c in levels:
-                rows.append(("transformers serve (CB)", c,
-                             asyncio.run(run_level(f"http://127.0.0.1:{port}", folder, prompts, c,
-                                                   args.max_tokens, {}))))
+                rows.append(
+                    (
+                        "transformers serve (CB)",
+                        c,
+                        asyncio.run(run_level(f"http://127.0.0.1:{port}", folder, prompts, c, args.max_tokens, {})),
+                    )
+                )
         except Exception as exc:  # noqa: BLE001  (an optional peer)
             print(f"transformers serve: not measured ({exc})")
         finally:
             peer.terminate()
             peer.wait(60)
-    print(f"\nlibrary (hasten.generate, c=1): plain {lib_plain:.1f} tok/s, {args.method} {lib_spec:.1f} tok/s, "
-          f"speedup {lib_spec / lib_plain:.2f}x")
+    print(
+        f"\nlibrary (hasten.generate, c=1): plain {lib_plain:.1f} tok/s, {args.method} {lib_spec:.1f} tok/s, "
+        f"speedup {lib_spec / lib_plain:.2f}x"
+    )
     print("\n| server | concurrency | tok/s | TTFT p50 (s) | TTFT p99 (s) | ITL p50 (ms) | ITL p99 (ms) |")
     print("|---|---|---|---|---|---|---|")
     for label, c, r in rows:
-        print(f"| {label} | {c} | {r['tok_s']:.1f} | {r['ttft_p50']:.3f} | {r['ttft_p99']:.3f} | "
-              f"{1000 * r['itl_p50']:.1f} | {1000 * r['itl_p99']:.1f} |")
+        print(
+            f"| {label} | {c} | {r['tok_s']:.1f} | {r['ttft_p50']:.3f} | {r['ttft_p99']:.3f} | "
+            f"{1000 * r['itl_p50']:.1f} | {1000 * r['itl_p99']:.1f} |"
+        )
     by = {(label, c): r["tok_s"] for label, c, r in rows}
     spec, plain = f"hasten {args.method}", "hasten plain"
     if (spec, 1) in by and (plain, 1) in by:
         server_speedup = by[(spec, 1)] / by[(plain, 1)]
-        print(f"\nserver speedup at c=1: {server_speedup:.2f}x = {server_speedup / (lib_spec / lib_plain):.0%} "
-              f"of the library's")
+        print(
+            f"\nserver speedup at c=1: {server_speedup:.2f}x = {server_speedup / (lib_spec / lib_plain):.0%} "
+            f"of the library's"
+        )
     top = max(levels)
     if (spec, top) in by and (plain, top) in by and (spec, 1) in by:
-        print(f"c={top}: speculation / plain = {by[(spec, top)] / by[(plain, top)]:.2f}; "
-              f"batched throughput = {by[(spec, top)] / by[(spec, 1)]:.2f}x its c=1 throughput")
+        print(
+            f"c={top}: speculation / plain = {by[(spec, top)] / by[(plain, top)]:.2f}; "
+            f"batched throughput = {by[(spec, top)] / by[(spec, 1)]:.2f}x its c=1 throughput"
+        )
 
 
 if __name__ == "__main__":

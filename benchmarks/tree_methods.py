@@ -58,8 +58,13 @@ def humaneval(count: int) -> list[tuple[str, str]]:
             if len(out) >= count:
                 break
             task = json.loads(line)
-            out.append(("humaneval", "Complete the following Python function. Reply with the code only.\n\n"
-                        "```python\n" + task["prompt"] + "```"))
+            out.append(
+                (
+                    "humaneval",
+                    "Complete the following Python function. Reply with the code only.\n\n"
+                    "```python\n" + task["prompt"] + "```",
+                )
+            )
     return out
 
 
@@ -83,18 +88,23 @@ def run(args: argparse.Namespace) -> None:
     questions = spec_bench(Path(args.questions), args.per_subtask) + humaneval(args.humaneval)
     options = parse_sets(args.set)
     methods = list(args.methods)
-    prompts = [tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                       return_tensors="pt", return_dict=True)["input_ids"] for _, text in questions]
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        for _, text in questions
+    ]
     hasten.generate(model, prompts[0], max_new_tokens=8)  # warm-up
     # per (method, subtask): new tokens, seconds, committed tokens, steps, exact, runs
     totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0, 0, 0, 0])
     for qi, ((subtask, _), ids) in enumerate(zip(questions, prompts)):
-        order = methods[qi % len(methods):] + methods[:qi % len(methods)]
+        order = methods[qi % len(methods) :] + methods[: qi % len(methods)]
         outputs = {}
         for name in order:
             method = None if name == "ar" else name
-            result = hasten.generate(model, ids, method=method, max_new_tokens=args.max_new_tokens,
-                                     method_options=options.get(name))
+            result = hasten.generate(
+                model, ids, method=method, max_new_tokens=args.max_new_tokens, method_options=options.get(name)
+            )
             outputs[name] = result.sequences[0].tolist()
             stats = result.stats
             for key in ((name, subtask), (name, "overall")):

@@ -47,9 +47,19 @@ def _private_skip_cache(tmp_path, monkeypatch):
 
 def _tiny(kind: str, seed: int = 0, layers: int = 2, vocab: int = VOCAB, init: float = 0.3):
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                  initializer_range=init, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=init,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     if kind == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common))
     elif kind == "qwen2":
@@ -58,16 +68,28 @@ def _tiny(kind: str, seed: int = 0, layers: int = 2, vocab: int = VOCAB, init: f
         from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
         types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)]
-        model = Gemma3ForCausalLM(Gemma3TextConfig(**common, head_dim=8, query_pre_attn_scalar=8,
-                                                   sliding_window=SLIDING_WINDOW, layer_types=types))
+        model = Gemma3ForCausalLM(
+            Gemma3TextConfig(
+                **common, head_dim=8, query_pre_attn_scalar=8, sliding_window=SLIDING_WINDOW, layer_types=types
+            )
+        )
     elif kind == "mistral":  # every layer slides
         from transformers import MistralConfig, MistralForCausalLM
 
         model = MistralForCausalLM(MistralConfig(**common, sliding_window=SLIDING_WINDOW))
     elif kind == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=layers, n_head=4,
-                                           n_positions=512, initializer_range=init, bos_token_id=1,
-                                           eos_token_id=2))
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=vocab,
+                n_embd=32,
+                n_layer=layers,
+                n_head=4,
+                n_positions=512,
+                initializer_range=init,
+                bos_token_id=1,
+                eos_token_id=2,
+            )
+        )
     else:
         raise ValueError(kind)
     return model.double().eval()
@@ -99,6 +121,6 @@ def exactness_prompts(vocab: int = VOCAB, count: int = 32) -> list[list[int]]:
         body = [rng.randrange(3, vocab) for _ in range(n)]
         if rng.random() < 0.4 and n > 6:  # copy a chunk of itself
             start = rng.randrange(0, n - 4)
-            body += body[start:start + rng.randrange(3, 6)]
+            body += body[start : start + rng.randrange(3, 6)]
         prompts.append(body)
     return prompts

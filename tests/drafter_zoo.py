@@ -16,8 +16,9 @@ class ReferenceTreeDrafter(Drafter):
 
     name = "test_reference_tree"
 
-    def __init__(self, reference: list[int], vocab: int, seed: int = 0, width: int = 3,
-                 depth: int = 4, corrupt: float = 0.25):
+    def __init__(
+        self, reference: list[int], vocab: int, seed: int = 0, width: int = 3, depth: int = 4, corrupt: float = 0.25
+    ):
         self.reference, self.vocab = reference, vocab
         self.seed, self.width, self.depth, self.corrupt = seed, width, depth, corrupt
 
@@ -27,7 +28,7 @@ class ReferenceTreeDrafter(Drafter):
 
     def propose(self, tokens, max_depth):
         pos = len(tokens)
-        truth = self.reference[pos:pos + min(self.depth, max_depth)]
+        truth = self.reference[pos : pos + min(self.depth, max_depth)]
         if not truth:
             return None
         toks, parents = [], []
@@ -61,6 +62,6 @@ class ReferenceChainDrafter(Drafter):
 
     def propose(self, tokens, max_depth):
         pos = len(tokens)
-        truth = self.reference[pos:pos + min(self.length, max_depth)]
+        truth = self.reference[pos : pos + min(self.length, max_depth)]
         out = [t if self.rng.random() > self.corrupt else self.rng.randrange(self.vocab) for t in truth]
         return DraftTree.chain(out) if out else None

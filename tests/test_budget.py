@@ -62,6 +62,7 @@ def test_oracle_speedup_on_cpu_like_curve():
 
 # --- per-node cut of scored drafts (calibrated node scores) ---
 
+
 def _scored(tokens, parents, scores):
     return DraftTree(tuple(tokens), tuple(parents), node_scores=tuple(scores))
 

@@ -23,11 +23,13 @@ def test_requantize_gguf_errors_are_one_line(monkeypatch, capsys, tmp_path):
     code, err = _run(monkeypatch, capsys, "requantize-gguf", str(tmp_path / "out.gguf"), "--model", str(src))
     assert code == 2 and err.startswith("hasten: error: llama-cpp-python is not installed")
     assert "Traceback" not in err
-    code, err = _run(monkeypatch, capsys, "requantize-gguf", str(tmp_path / "out.gguf"), "--model", str(src),
-                     "--type", "q2_z")
+    code, err = _run(
+        monkeypatch, capsys, "requantize-gguf", str(tmp_path / "out.gguf"), "--model", str(src), "--type", "q2_z"
+    )
     assert code == 2 and "unknown GGUF type 'q2_z'" in err
-    code, err = _run(monkeypatch, capsys, "requantize-gguf", str(tmp_path / "out.gguf"), "--model",
-                     str(tmp_path / "missing.gguf"))
+    code, err = _run(
+        monkeypatch, capsys, "requantize-gguf", str(tmp_path / "out.gguf"), "--model", str(tmp_path / "missing.gguf")
+    )
     assert code == 2 and "no GGUF file" in err
     assert not (tmp_path / "out.gguf").exists()
 
@@ -41,7 +43,10 @@ def test_unknown_method_fails_before_loading_a_model(monkeypatch, capsys):
 
 def test_set_values_are_typed_and_none_clears_a_field():
     assert cli.parse_options("layer_skip", ["max_draft=3", "confidence_threshold=0.25", "skip_cache=none"]) == {
-        "max_draft": 3, "confidence_threshold": 0.25, "skip_cache": None}
+        "max_draft": 3,
+        "confidence_threshold": 0.25,
+        "skip_cache": None,
+    }
     assert cli.parse_options("early_exit", ["skip_cache=/tmp/sets.json"]) == {"skip_cache": "/tmp/sets.json"}
     with pytest.raises(ValueError, match="max_draft: 'x' is not a valid int"):
         cli.parse_options("layer_skip", ["max_draft=x"])
@@ -55,7 +60,9 @@ def test_set_values_follow_the_annotation_when_the_default_is_none_or_a_tuple():
     assert cli.parse_options("hierarchical", ["min_context=100"]) == {"min_context": 100}
     assert cli.parse_options("layer_skip", ["skip_set=6,7"]) == {"skip_set": (6, 7)}
     assert cli.parse_options("recycling", ["widths=4,2,1", "rank_prior=0.5,0.25"]) == {
-        "widths": (4, 2, 1), "rank_prior": (0.5, 0.25)}
+        "widths": (4, 2, 1),
+        "rank_prior": (0.5, 0.25),
+    }
     assert cli.parse_options("trie", ["path=none", "learn=no"]) == {"path": None, "learn": False}
     with pytest.raises(ValueError, match="exit_layer: 'eight'"):
         cli.parse_options("early_exit", ["exit_layer=eight"])

@@ -45,9 +45,7 @@ def test_usage_errors_are_one_line_and_exit_2(monkeypatch, capsys, argv, message
 
 def test_missing_model_file_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
-    code, _, err = _run(
-        monkeypatch, capsys, "generate", "hi", "--model", str(tmp_path / "x.gguf")
-    )
+    code, _, err = _run(monkeypatch, capsys, "generate", "hi", "--model", str(tmp_path / "x.gguf"))
     assert code == 2 and "no GGUF file" in err and err.count("\n") == 1
 
 
@@ -90,9 +88,7 @@ class _Tokenizer:
 def test_generate_compare_prints_the_comparison(monkeypatch, capsys, tiny_factory):
     model = tiny_factory("llama")
     model.generation_config.eos_token_id = None
-    monkeypatch.setattr(
-        hasten, "load_model", lambda name, dtype="float32": (model, _Tokenizer())
-    )
+    monkeypatch.setattr(hasten, "load_model", lambda name, dtype="float32": (model, _Tokenizer()))
     monkeypatch.setattr(
         sys,
         "argv",
@@ -109,6 +105,4 @@ def test_generate_compare_prints_the_comparison(monkeypatch, capsys, tiny_factor
     )
     cli.main()
     err = capsys.readouterr().err
-    assert (
-        "compare: plain" in err and "identical tokens: yes" in err and "speedup" in err
-    )
+    assert "compare: plain" in err and "identical tokens: yes" in err and "speedup" in err

@@ -35,8 +35,11 @@ def model(tiny_factory):
 
 
 def eager_outputs(model, prompts, n=24):
-    return {(m, i): hasten.generate(model, p, method=m, max_new_tokens=n, eos_token_id=[]).sequences
-            for m in METHODS for i, p in enumerate(prompts)}
+    return {
+        (m, i): hasten.generate(model, p, method=m, max_new_tokens=n, eos_token_id=[]).sequences
+        for m in METHODS
+        for i, p in enumerate(prompts)
+    }
 
 
 def test_forced_compile_failure_falls_back_with_identical_tokens(model):
@@ -63,8 +66,9 @@ def test_failure_in_the_middle_of_generation_rolls_the_cache_back(model):
         compiled = hasten.compile_model(model, CompileConfig(backend=backend), warm_up=False)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            got = [hasten.generate(compiled, p, method=m, max_new_tokens=24, eos_token_id=[]).sequences
-                   for p in prompts]
+            got = [
+                hasten.generate(compiled, p, method=m, max_new_tokens=24, eos_token_id=[]).sequences for p in prompts
+            ]
         assert backend.calls >= 2, "the test needs the backend to fail after a successful graph"
         assert any(issubclass(w.category, CompileFallbackWarning) for w in caught)
         for i, seqs in enumerate(got):
@@ -87,7 +91,12 @@ def test_compiled_forward_gives_the_same_tokens(model):
 
 
 def test_config_validation():
-    for bad in [dict(buckets=()), dict(buckets=(4, 2)), dict(buckets=(0, 1)), dict(buckets=(1, 32), eager_above=16),
-                dict(warmup_context=0)]:
+    for bad in [
+        dict(buckets=()),
+        dict(buckets=(4, 2)),
+        dict(buckets=(0, 1)),
+        dict(buckets=(1, 32), eager_above=16),
+        dict(warmup_context=0),
+    ]:
         with pytest.raises(ValueError):
             CompileConfig(**bad)

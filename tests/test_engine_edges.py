@@ -26,8 +26,13 @@ def model(tiny_factory):
 
 
 def reference(model, prompt, n, **kw):
-    return model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n,
-                          attention_mask=torch.ones(1, len(prompt), dtype=torch.long), **kw)[0].tolist()
+    return model.generate(
+        torch.tensor([prompt]),
+        do_sample=False,
+        max_new_tokens=n,
+        attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        **kw,
+    )[0].tolist()
 
 
 @pytest.mark.parametrize("budget", [1, 2, 3])
@@ -35,9 +40,8 @@ def test_tiny_budgets_with_long_drafts(model, budget):
     prompt = [11, 12, 13]
     ref = reference(model, prompt, 20, eos_token_id=None)
     drafter = ReferenceChainDrafter(ref, VOCAB, length=5, corrupt=0.0)
-    result = hasten.generate(model, prompt, method=drafter, max_new_tokens=budget, eos_token_id=[],
-                             draft_budget=None)
-    assert result.sequences[0].tolist() == ref[:len(prompt) + budget]
+    result = hasten.generate(model, prompt, method=drafter, max_new_tokens=budget, eos_token_id=[], draft_budget=None)
+    assert result.sequences[0].tolist() == ref[: len(prompt) + budget]
     assert all(d <= budget - 1 for d in result.stats.drafted)
     assert result.stats.finish_reason == "max_new_tokens"
 
@@ -48,8 +52,7 @@ def test_eos_inside_an_accepted_block(model):
     eos = free[len(prompt) + 5]  # a token the model emits mid-way
     ref = reference(model, prompt, 24, eos_token_id=eos)
     drafter = ReferenceChainDrafter(free, VOCAB, length=8, corrupt=0.0)
-    result = hasten.generate(model, prompt, method=drafter, max_new_tokens=24, eos_token_id=eos,
-                             draft_budget=None)
+    result = hasten.generate(model, prompt, method=drafter, max_new_tokens=24, eos_token_id=eos, draft_budget=None)
     assert result.sequences[0].tolist() == ref
     assert result.sequences[0, -1].item() == eos and result.stats.finish_reason == "eos"
     assert max(result.stats.drafted) == 8  # eos arrived inside a fully drafted block
@@ -63,16 +66,24 @@ def test_stop_string_spanning_tokens_streamed_and_returned(model):
     tok = CharTokenizer()
     prompt = [40, 41, 42]
     free = reference(model, prompt, 30, eos_token_id=None)
-    text = tok.decode(free[len(prompt):])
+    text = tok.decode(free[len(prompt) :])
     stop = text[9:12]  # 3 chars: starts mid-token, spans a boundary
     streamed: list[int] = []
     drafter = ReferenceChainDrafter(free, VOCAB, length=6, corrupt=0.0)
-    result = hasten.generate(model, prompt, method=drafter, max_new_tokens=30, eos_token_id=[], stop=[stop],
-                             tokenizer=tok, streamer=streamed.extend)
-    new = result.sequences[0, len(prompt):].tolist()
+    result = hasten.generate(
+        model,
+        prompt,
+        method=drafter,
+        max_new_tokens=30,
+        eos_token_id=[],
+        stop=[stop],
+        tokenizer=tok,
+        streamer=streamed.extend,
+    )
+    new = result.sequences[0, len(prompt) :].tolist()
     assert new == streamed
     assert stop in tok.decode(new) and stop not in tok.decode(new[:-1])
-    assert new == free[len(prompt):len(prompt) + len(new)]
+    assert new == free[len(prompt) : len(prompt) + len(new)]
     assert result.text == tok.decode(new) and result.stats.finish_reason == "stop_string"
     assert sum(result.stats.committed) == len(new)  # nothing past the stop string counted
 
@@ -96,8 +107,9 @@ def test_temperature_zero_sampling_is_greedy(model):
     prompt = [5, 6, 7]
     greedy = hasten.generate(model, prompt, max_new_tokens=16)
     for method in (None, "prompt_lookup"):
-        sampled = hasten.generate(model, prompt, method=method, max_new_tokens=16, do_sample=True,
-                                  temperature=0.0, seed=1)
+        sampled = hasten.generate(
+            model, prompt, method=method, max_new_tokens=16, do_sample=True, temperature=0.0, seed=1
+        )
         assert torch.equal(sampled.sequences, greedy.sequences)
 
 
@@ -163,8 +175,9 @@ def test_accepts_batch_encoding_and_1d_tensor(model):
 
 
 def test_stats_are_consistent(model):
-    result = hasten.generate(model, [9, 8, 7, 6, 9, 8, 7, 6], method="prompt_lookup", max_new_tokens=30,
-                             eos_token_id=[])
+    result = hasten.generate(
+        model, [9, 8, 7, 6, 9, 8, 7, 6], method="prompt_lookup", max_new_tokens=30, eos_token_id=[]
+    )
     s = result.stats
     assert s.new_tokens == 30 == sum(a + 1 for a in s.accepted)  # every token came from a step
     assert s.forward_passes == 1 + s.steps  # prefill + one forward per verification step

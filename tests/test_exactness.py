@@ -37,13 +37,23 @@ METHOD_CASES = {
         ("shared-warm-learning", lambda target, make: {"trie": _trie_of_own_outputs(target), "learn": True}),
     ],
     # self-speculative: tiny random models never pay for drafting, so force it
-    "layer_skip": [("always-draft", lambda target, make: {"min_expected_speedup": 0.0, "window": 12,
-                                                          "max_optimization_steps": 3})],
+    "layer_skip": [
+        ("always-draft", lambda target, make: {"min_expected_speedup": 0.0, "window": 12, "max_optimization_steps": 3})
+    ],
     "early_exit": [("always-draft", lambda target, make: {"min_expected_speedup": 0.0, "window": 12})],
     "hierarchical": [
         ("defaults", lambda target, make: {}),
-        ("small-partial-cache", lambda target, make: {"sink_tokens": 2, "recent_tokens": 6, "chunk_size": 4,
-                                                      "retrieval_tokens": 8, "min_context": 12, "min_ngram": 1}),
+        (
+            "small-partial-cache",
+            lambda target, make: {
+                "sink_tokens": 2,
+                "recent_tokens": 6,
+                "chunk_size": 4,
+                "retrieval_tokens": 8,
+                "min_context": 12,
+                "min_ngram": 1,
+            },
+        ),
     ],
 }
 
@@ -81,8 +91,12 @@ def transformers_greedy(model, prompts) -> list[list[int]]:
     refs = []
     with torch.inference_mode():
         for prompt in prompts:
-            out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=MAX_NEW,
-                                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+            out = model.generate(
+                torch.tensor([prompt]),
+                do_sample=False,
+                max_new_tokens=MAX_NEW,
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            )
             refs.append(out[0].tolist())
     return refs
 
@@ -157,8 +171,12 @@ def test_partially_correct_chains_are_token_identical(model_and_refs):
 def test_gpt2_plain_and_prompt_lookup(tiny_factory):
     model = tiny_factory("gpt2")
     for prompt in PROMPTS[:12]:
-        ref = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=MAX_NEW,
-                             attention_mask=torch.ones(1, len(prompt), dtype=torch.long))[0].tolist()
+        ref = model.generate(
+            torch.tensor([prompt]),
+            do_sample=False,
+            max_new_tokens=MAX_NEW,
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        )[0].tolist()
         for method in (None, "prompt_lookup"):
             assert hasten.generate(model, prompt, method=method, max_new_tokens=MAX_NEW).sequences[0].tolist() == ref
 
@@ -171,18 +189,26 @@ def test_gpt2_tree_verification(tiny_factory):
         assert hasten.generate(model, prompt, method=drafter, max_new_tokens=MAX_NEW).sequences[0].tolist() == ref
 
 
-@pytest.mark.parametrize("method,options", [
-    pytest.param(None, {}, id="plain"),
-    pytest.param("prompt_lookup", {}, id="prompt_lookup"),
-    pytest.param("draft_model", {"branch": 2}, id="draft_model-tree"),
-])
+@pytest.mark.parametrize(
+    "method,options",
+    [
+        pytest.param(None, {}, id="plain"),
+        pytest.param("prompt_lookup", {}, id="prompt_lookup"),
+        pytest.param("draft_model", {"branch": 2}, id="draft_model-tree"),
+    ],
+)
 def test_static_cache_is_token_identical(model_and_refs, tiny_factory, method, options):
     model, refs = model_and_refs
     if method == "draft_model":
         options = dict(options, draft_model=tiny_factory("llama", seed=7, layers=1))
     for i, (prompt, ref) in enumerate(zip(PROMPTS, refs)):
-        out = hasten.generate(model, prompt, method=method, max_new_tokens=MAX_NEW, method_options=options,
-                              kv_cache="static").sequences[0].tolist()
+        out = (
+            hasten.generate(
+                model, prompt, method=method, max_new_tokens=MAX_NEW, method_options=options, kv_cache="static"
+            )
+            .sequences[0]
+            .tolist()
+        )
         assert out == ref, f"static cache, {method}, prompt {i}: {_first_mismatch(out, ref)}"
         tree = ReferenceTreeDrafter(ref, VOCAB, seed=i, width=3, depth=3)
         out = hasten.generate(model, prompt, method=tree, max_new_tokens=MAX_NEW, kv_cache="static")
@@ -191,9 +217,10 @@ def test_static_cache_is_token_identical(model_and_refs, tiny_factory, method, o
 
 # --- sampling: draft-free methods are token-identical to plain sampling with the same seed
 
-SAMPLING = {"T1": dict(do_sample=True),
-            "T0.8-topk40-topp0.95-rep1.2": dict(do_sample=True, temperature=0.8, top_k=40, top_p=0.95,
-                                                repetition_penalty=1.2)}
+SAMPLING = {
+    "T1": dict(do_sample=True),
+    "T0.8-topk40-topp0.95-rep1.2": dict(do_sample=True, temperature=0.8, top_k=40, top_p=0.95, repetition_penalty=1.2),
+}
 
 
 def _draft_free_method_cases():
@@ -209,19 +236,30 @@ def _draft_free_method_cases():
 def sampled_refs(model_and_refs):
     """Plain sampled outputs, seed i for prompt i, per sampling setting."""
     model, _ = model_and_refs
-    return {key: [hasten.generate(model, p, max_new_tokens=MAX_NEW, seed=i, **params).sequences[0].tolist()
-                  for i, p in enumerate(PROMPTS)] for key, params in SAMPLING.items()}
+    return {
+        key: [
+            hasten.generate(model, p, max_new_tokens=MAX_NEW, seed=i, **params).sequences[0].tolist()
+            for i, p in enumerate(PROMPTS)
+        ]
+        for key, params in SAMPLING.items()
+    }
 
 
 @pytest.mark.parametrize("params_id", list(SAMPLING))
 @pytest.mark.parametrize("method,options", list(_draft_free_method_cases()))
-def test_sampled_draft_free_method_equals_plain_sampling(model_and_refs, sampled_refs, tiny_factory, method, options,
-                                                         params_id):
+def test_sampled_draft_free_method_equals_plain_sampling(
+    model_and_refs, sampled_refs, tiny_factory, method, options, params_id
+):
     model, _ = model_and_refs
     opts = options(model, tiny_factory)
     for i, (prompt, ref) in enumerate(zip(PROMPTS, sampled_refs[params_id])):
-        out = hasten.generate(model, prompt, method=method, max_new_tokens=MAX_NEW, method_options=opts, seed=i,
-                              **SAMPLING[params_id]).sequences[0].tolist()
+        out = (
+            hasten.generate(
+                model, prompt, method=method, max_new_tokens=MAX_NEW, method_options=opts, seed=i, **SAMPLING[params_id]
+            )
+            .sequences[0]
+            .tolist()
+        )
         assert out == ref, f"{method} sampled ({params_id}) on prompt {i}: {_first_mismatch(out, ref)}"
 
 

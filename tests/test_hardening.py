@@ -194,25 +194,17 @@ def test_recurrent_and_hybrid_models_are_refused_before_generating(name):
     model = _recurrent(name)
     streamed = []
     for method in (None, "prompt_lookup", "suffix"):
-        with pytest.raises(
-            ValueError, match="recurrent / convolution / linear-attention"
-        ):
-            hasten.generate(
-                model, PROMPT, method=method, max_new_tokens=8, streamer=streamed.append
-            )
+        with pytest.raises(ValueError, match="recurrent / convolution / linear-attention"):
+            hasten.generate(model, PROMPT, method=method, max_new_tokens=8, streamer=streamed.append)
     assert streamed == []  # refused before any token
     from hasten.cache_probe import UnsupportedCacheError, recurrent_layers
 
-    assert recurrent_layers(
-        transformers.DynamicCache(config=model.config)
-    )  # the structural check sees them
+    assert recurrent_layers(transformers.DynamicCache(config=model.config))  # the structural check sees them
     with pytest.raises(UnsupportedCacheError):
         hasten.generate(model, PROMPT, method="trie", max_new_tokens=8)
 
 
-def test_rollback_probe_catches_a_cache_that_does_not_roll_back(
-    tiny_factory, monkeypatch
-):
+def test_rollback_probe_catches_a_cache_that_does_not_roll_back(tiny_factory, monkeypatch):
     """The behavioural probe, not a version check: an attention model whose rollback is broken
     (here: a no-op, as an API change could make it) is refused for speculation, while plain
     decoding (no rollback) stays allowed and correct."""
@@ -221,13 +213,9 @@ def test_rollback_probe_catches_a_cache_that_does_not_roll_back(
     model = tiny_factory("llama", seed=3)
     target = _make_target(model)
     assert probe_rollback(target) is None  # positive control: the real rollback passes
-    assert "reports 2 tokens" in probe_rollback(
-        _WithRollback(target, lambda cache, length: None)
-    )
+    assert "reports 2 tokens" in probe_rollback(_WithRollback(target, lambda cache, length: None))
 
-    def keep_last(
-        cache, length
-    ):  # right length, wrong tokens: what a changed cache layout could do
+    def keep_last(cache, length):  # right length, wrong tokens: what a changed cache layout could do
         for layer in cache.layers:
             layer.keys, layer.values = (
                 layer.keys[..., -length:, :],
@@ -241,9 +229,7 @@ def test_rollback_probe_catches_a_cache_that_does_not_roll_back(
         check_cache(target, speculative=True)
     check_cache(target, speculative=False)
     plain = hasten.generate(model, PROMPT, max_new_tokens=10, eos_token_id=[])
-    expected = model.generate(
-        torch.tensor([PROMPT]), max_new_tokens=10, min_new_tokens=10, do_sample=False
-    )
+    expected = model.generate(torch.tensor([PROMPT]), max_new_tokens=10, min_new_tokens=10, do_sample=False)
     assert plain.sequences.tolist() == expected.tolist()
 
 
@@ -268,18 +254,14 @@ def test_attention_models_pass_the_probe(tiny_factory, kv_cache):
     for kind in ("llama", "gemma3", "gpt2"):
         target = _make_target(tiny_factory(kind))
         assert probe_rollback(target, static=kv_cache == "static") is None, kind
-        assert (
-            target.forwards == 0
-        )  # the probe's forwards are not counted as generation
+        assert target.forwards == 0  # the probe's forwards are not counted as generation
 
 
 # --- 2. left-padded batch-1 input ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", [None, "prompt_lookup", "suffix", "trie"])
-def test_left_padded_prompt_matches_model_generate_with_the_same_mask(
-    tiny_factory, method
-):
+def test_left_padded_prompt_matches_model_generate_with_the_same_mask(tiny_factory, method):
     model = tiny_factory("llama", seed=1)
     pads = 3
     ids = torch.tensor([[0] * pads + PROMPT])
@@ -292,12 +274,8 @@ def test_left_padded_prompt_matches_model_generate_with_the_same_mask(
         do_sample=False,
         pad_token_id=0,
     )
-    unpadded = model.generate(
-        torch.tensor([PROMPT]), max_new_tokens=16, min_new_tokens=16, do_sample=False
-    )
-    assert (
-        expected[0, pads:].tolist() == unpadded[0].tolist()
-    )  # what "honouring the mask" means
+    unpadded = model.generate(torch.tensor([PROMPT]), max_new_tokens=16, min_new_tokens=16, do_sample=False)
+    assert expected[0, pads:].tolist() == unpadded[0].tolist()  # what "honouring the mask" means
     as_dict = hasten.generate(
         model,
         {"input_ids": ids, "attention_mask": mask},
@@ -328,18 +306,14 @@ def test_masks_that_are_not_left_padding_are_refused(tiny_factory):
     with pytest.raises(ValueError, match="positions"):
         hasten.generate(model, ids, attention_mask=torch.ones(1, 3), max_new_tokens=4)
     with pytest.raises(ValueError, match="empty prompt"):
-        hasten.generate(
-            model, ids, attention_mask=torch.zeros_like(ids), max_new_tokens=4
-        )
+        hasten.generate(model, ids, attention_mask=torch.zeros_like(ids), max_new_tokens=4)
 
 
 # --- 3. short learned-position contexts ---------------------------------------------------
 
 
 @pytest.mark.parametrize("n_positions", [8, 24, 32])
-def test_short_learned_position_context_runs_every_method_with_auto_budget(
-    tiny_factory, n_positions
-):
+def test_short_learned_position_context_runs_every_method_with_auto_budget(tiny_factory, n_positions):
     """GPT-2 has a learned position table of n_positions rows: the cost probe must only
     measure forwards that fit in it (it crashed with IndexError for n_positions <= 32)."""
     torch.manual_seed(0)
@@ -360,9 +334,7 @@ def test_short_learned_position_context_runs_every_method_with_auto_budget(
     )
     prompt = [5, 9, 5, 9, 5][: n_positions // 2]
     new = n_positions - len(prompt) - 1
-    expected = model.generate(
-        torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new, do_sample=False
-    )
+    expected = model.generate(torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new, do_sample=False)
     for method in ("prompt_lookup", "suffix"):
         result = hasten.generate(
             model,
@@ -410,18 +382,14 @@ def test_cached_cost_curve_is_remeasured_when_implausible_or_stale(
     path = tmp_path / "cost.json"
     good = [0.01 * (1 + 0.1 * s) for s in cost.DEFAULT_SIZES]
     seconds = [0.05] + [0.001] * (len(good) - 1) if case == "implausible" else good
-    _write_entry(
-        path, model, seconds, time.time() - (40 * 86400 if case == "stale" else 0)
-    )
+    _write_entry(path, model, seconds, time.time() - (40 * 86400 if case == "stale" else 0))
     if case == "no timestamp":
         table = json.loads(path.read_text())
         next(iter(table.values())).pop("measured_at")
         path.write_text(json.dumps(table))
     calls = []
     new_curve = cost.CostCurve(cost.DEFAULT_SIZES, tuple(2 * t for t in good))
-    monkeypatch.setattr(
-        cost, "measure_forward_cost", lambda *a, **k: calls.append(1) or new_curve
-    )
+    monkeypatch.setattr(cost, "measure_forward_cost", lambda *a, **k: calls.append(1) or new_curve)
     with caplog.at_level(logging.WARNING, logger="hasten.cost"):
         curve = cost.load_or_measure(model, cache_file=path)
     assert bool(calls) == measured
@@ -430,12 +398,8 @@ def test_cached_cost_curve_is_remeasured_when_implausible_or_stale(
 
 
 def test_implausible_reason():
-    assert (
-        cost.implausible_reason(cost.CostCurve((1, 2, 3), (0.05, 0.06, 0.07))) is None
-    )
-    assert "size 3" in cost.implausible_reason(
-        cost.CostCurve((1, 2, 3), (0.05, 0.06, 0.01))
-    )
+    assert cost.implausible_reason(cost.CostCurve((1, 2, 3), (0.05, 0.06, 0.07))) is None
+    assert "size 3" in cost.implausible_reason(cost.CostCurve((1, 2, 3), (0.05, 0.06, 0.01)))
     assert cost.implausible_reason(cost.CostCurve((1, 2), (0.0, 0.01))) is not None
 
 
@@ -449,15 +413,9 @@ def test_bench_timing_warnings(tiny_factory, monkeypatch):
 
     model = tiny_factory("llama")
     now = cost.measure_forward_cost(model, (1, 8), 64, 3)
-    fast_cached = cost.CostCurve(
-        (1, 8), tuple(t / 10 for t in now.seconds)
-    )  # cached on a 10x faster machine
-    assert "differ from the cached cost curve" in reliability.cost_drift_warning(
-        model, fast_cached
-    )
-    monkeypatch.setattr(
-        os, "getloadavg", lambda: (4.0 * (os.cpu_count() or 1) + 1, 0.0, 0.0)
-    )
+    fast_cached = cost.CostCurve((1, 8), tuple(t / 10 for t in now.seconds))  # cached on a 10x faster machine
+    assert "differ from the cached cost curve" in reliability.cost_drift_warning(model, fast_cached)
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0 * (os.cpu_count() or 1) + 1, 0.0, 0.0))
     assert "load average" in reliability.load_warning()
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert reliability.load_warning() is None

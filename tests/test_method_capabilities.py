@@ -51,8 +51,9 @@ def test_a_method_registered_with_flags_is_read_by_the_flag_not_its_name(tmp_pat
 
 
 def test_draft_model_option_for_a_method_without_one_fails_early(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["hasten", "generate", "hi", "--method", "prompt_lookup", "--draft-model",
-                                      "self:2"])
+    monkeypatch.setattr(
+        sys, "argv", ["hasten", "generate", "hi", "--method", "prompt_lookup", "--draft-model", "self:2"]
+    )
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     assert exit_.value.code == 2 and "takes no draft model" in capsys.readouterr().err

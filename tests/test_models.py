@@ -43,13 +43,18 @@ def _fake_builtin(monkeypatch, tmp_path, tiny_factory, fail_on_save=False):
     import safetensors.torch
     import transformers
 
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
-                        classmethod(lambda cls, *a, **k: tiny_factory("llama").float()))
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM,
+        "from_pretrained",
+        classmethod(lambda cls, *a, **k: tiny_factory("llama").float()),
+    )
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(lambda cls, *a, **k: _Tok()))
     if fail_on_save:
+
         def boom(state, path, metadata=None):
             open(path, "wb").write(b"partial")
             raise OSError("disk full")
+
         monkeypatch.setattr(safetensors.torch, "save_file", boom)
     importlib.invalidate_caches()
     return spec
@@ -82,14 +87,23 @@ def test_auto_dtype_picks_the_faster_measured_dtype(monkeypatch, tmp_path, tiny_
     import transformers
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(lambda cls, *a, **k: _Tok()))
-    curves = {torch.float32: cost.CostCurve((1, 8), (0.045, 0.100)),  # fp32: grows with N
-              torch.bfloat16: cost.CostCurve((1, 8), (0.063, 0.058))}  # bf16/AMX: flat
+    curves = {
+        torch.float32: cost.CostCurve((1, 8), (0.045, 0.100)),  # fp32: grows with N
+        torch.bfloat16: cost.CostCurve((1, 8), (0.063, 0.058)),
+    }  # bf16/AMX: flat
     monkeypatch.setattr(cost, "load_or_measure", lambda m: curves[next(m.parameters()).dtype])
-    assert next(models.load_model(str(tmp_path / "m"), dtype="auto", verify_tokens=8)[0].parameters()).dtype is torch.bfloat16
-    assert next(models.load_model(str(tmp_path / "m"), dtype="auto", verify_tokens=1)[0].parameters()).dtype is torch.float32
+    assert (
+        next(models.load_model(str(tmp_path / "m"), dtype="auto", verify_tokens=8)[0].parameters()).dtype
+        is torch.bfloat16
+    )
+    assert (
+        next(models.load_model(str(tmp_path / "m"), dtype="auto", verify_tokens=1)[0].parameters()).dtype
+        is torch.float32
+    )
 
 
 # --- issue 22: a user's GGUF on the torch backend, model-name mistakes -----------------------
+
 
 def test_local_gguf_file_is_converted_and_loaded_like_the_builtin(monkeypatch, tmp_path, tiny_factory):
     import transformers
@@ -112,13 +126,16 @@ def test_local_gguf_file_is_converted_and_loaded_like_the_builtin(monkeypatch, t
     assert models._resolve_path(str(gguf))[0] == folder and len(calls) == 1  # cached: not converted again
 
 
-@pytest.mark.parametrize("name, message", [
-    ("missing.gguf", "no GGUF file"),
-    ("./no/such/folder", "no model folder"),
-    ("/no/such/folder", "no model folder"),
-    ("smollm2-135", "did you mean 'smollm2-135m'"),
-    ("someone/no-such-model", "hub is unreachable"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing.gguf", "no GGUF file"),
+        ("./no/such/folder", "no model folder"),
+        ("/no/such/folder", "no model folder"),
+        ("smollm2-135", "did you mean 'smollm2-135m'"),
+        ("someone/no-such-model", "hub is unreachable"),
+    ],
+)
 def test_model_name_mistakes_fail_fast_and_list_builtin_names(monkeypatch, name, message):
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)  # never touch the network
     with pytest.raises(FileNotFoundError, match=message) as err:

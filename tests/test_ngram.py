@@ -38,7 +38,7 @@ def test_ngram_index_matches_the_reference(seed):
     tokens: list[int] = []
     for _ in range(60):
         if tokens and rng.random() < 0.3:
-            tokens = tokens[:rng.randrange(len(tokens))]  # roll back
+            tokens = tokens[: rng.randrange(len(tokens))]  # roll back
         else:
             tokens = tokens + [rng.randrange(4) for _ in range(rng.randrange(1, 4))]
         index.sync(tokens)

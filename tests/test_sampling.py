@@ -29,14 +29,17 @@ def hf_process(logits, history, params):
     return procs(torch.tensor([history]), logits.clone())
 
 
-@pytest.mark.parametrize("params", [
-    SamplingParams(),
-    SamplingParams(repetition_penalty=1.3),
-    SamplingParams(do_sample=True, temperature=0.5, top_p=0.9, repetition_penalty=1.3),
-    SamplingParams(do_sample=True, top_k=5),
-    SamplingParams(do_sample=True, temperature=1.7, top_k=20, top_p=0.5),
-    SamplingParams(do_sample=True, top_p=0.05),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(),
+        SamplingParams(repetition_penalty=1.3),
+        SamplingParams(do_sample=True, temperature=0.5, top_p=0.9, repetition_penalty=1.3),
+        SamplingParams(do_sample=True, top_k=5),
+        SamplingParams(do_sample=True, temperature=1.7, top_k=20, top_p=0.5),
+        SamplingParams(do_sample=True, top_p=0.05),
+    ],
+)
 def test_process_logits_matches_transformers(params):
     gen = torch.Generator().manual_seed(0)
     for _ in range(20):
@@ -94,7 +97,7 @@ def test_position_draws_depend_on_seed_and_position_only():
     assert draws([3]) == [first[1]]
     assert len(set(first)) == 3 and all(0.0 <= u < 1.0 for u in first)
     assert PositionDraws(8)([5, 3, 9]) != first
-    assert PositionDraws(-1)([0]) == PositionDraws(2 ** 64 - 1)([0])
+    assert PositionDraws(-1)([0]) == PositionDraws(2**64 - 1)([0])
     # uniform over positions: 4000 positions in 10 equal bins
     counts = np.histogram(PositionDraws(0)(range(4000)), bins=10, range=(0, 1))[0]
     assert chisquare(counts).pvalue > 1e-3
@@ -108,14 +111,18 @@ def test_top_p_on_a_large_vocabulary_matches_transformers_and_the_full_sort():
 
     gen = torch.Generator().manual_seed(0)
     vocab = 49152
-    rows = torch.cat([torch.randn(4, vocab, generator=gen) * 6,  # peaked: nucleus among the top 1024
-                      torch.randn(2, vocab, generator=gen) * 0.05])  # flat: needs the full sort
+    rows = torch.cat(
+        [
+            torch.randn(4, vocab, generator=gen) * 6,  # peaked: nucleus among the top 1024
+            torch.randn(2, vocab, generator=gen) * 0.05,
+        ]
+    )  # flat: needs the full sort
     for top_p in (0.5, 0.9, 0.95):
         drop = sampling.top_p_drop(rows, top_p)
         theirs = torch.isinf(TopPLogitsWarper(top_p)(None, rows.clone()))
         assert torch.equal(drop, theirs), top_p
         assert torch.equal(drop, sampling._top_p_drop_sorted(rows, top_p))
-        singles = torch.cat([sampling.top_p_drop(rows[i:i + 1], top_p) for i in range(len(rows))])
+        singles = torch.cat([sampling.top_p_drop(rows[i : i + 1], top_p) for i in range(len(rows))])
         assert torch.equal(drop, singles)
         kept = (~drop).sum(-1)
         assert (kept[:4] < sampling.NUCLEUS_CANDIDATES).all() and (kept[4:] > sampling.NUCLEUS_CANDIDATES).all()

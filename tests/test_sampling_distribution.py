@@ -90,9 +90,10 @@ def goodness_of_fit(samples: list[tuple[int, ...]], dist: dict) -> float:
 def sample_first_three(model, method, options, params, seeds=SEEDS):
     out = []
     for seed in range(seeds):
-        result = hasten.generate(model, PROMPT, method=method, max_new_tokens=3, seed=seed,
-                                 eos_token_id=[], method_options=options, **params)
-        out.append(tuple(result.sequences[0, len(PROMPT):].tolist()))
+        result = hasten.generate(
+            model, PROMPT, method=method, max_new_tokens=3, seed=seed, eos_token_id=[], method_options=options, **params
+        )
+        out.append(tuple(result.sequences[0, len(PROMPT) :].tolist()))
     return out
 
 
@@ -100,21 +101,34 @@ CASES = {
     "plain": lambda target, other: (None, {}),
     "draft-is-target": lambda target, other: ("draft_model", {"draft_model": target, "confidence_threshold": 0.0}),
     "different-draft": lambda target, other: ("draft_model", {"draft_model": other, "confidence_threshold": 0.0}),
-    "different-draft-tree": lambda target, other: ("draft_model", {"draft_model": other, "branch": 3,
-                                                                   "confidence_threshold": 0.0}),
+    "different-draft-tree": lambda target, other: (
+        "draft_model",
+        {"draft_model": other, "branch": 3, "confidence_threshold": 0.0},
+    ),
     "prompt-lookup": lambda target, other: ("prompt_lookup", {}),
-    "tree-sample-and-match": lambda target, other: (ReferenceTreeDrafter([3, 4, 5, 3, 4, 5, 3, 4], V, width=3, depth=2), {}),
+    "tree-sample-and-match": lambda target, other: (
+        ReferenceTreeDrafter([3, 4, 5, 3, 4, 5, 3, 4], V, width=3, depth=2),
+        {},
+    ),
     "layer-skip": lambda target, other: ("layer_skip", {"skip_set": (3,), "confidence_threshold": 0.0}),
     "early-exit": lambda target, other: ("early_exit", {"exit_layer": 1, "confidence_threshold": 0.0}),
-    "hierarchical": lambda target, other: ("hierarchical", {"sink_tokens": 1, "recent_tokens": 2, "chunk_size": 1,
-                                                            "retrieval_tokens": 1, "min_context": 0, "min_ngram": 1,
-                                                            "confidence_threshold": 0.0}),
+    "hierarchical": lambda target, other: (
+        "hierarchical",
+        {
+            "sink_tokens": 1,
+            "recent_tokens": 2,
+            "chunk_size": 1,
+            "retrieval_tokens": 1,
+            "min_context": 0,
+            "min_ngram": 1,
+            "confidence_threshold": 0.0,
+        },
+    ),
     # the draft-free tree methods start from the target's greedy continuation (a trie, a
     # datastore, a hot adjacency map) so that their drafts are often accepted and the test
     # exercises acceptance; the trie and the map keep learning across seeds (lossless too)
     "trie": lambda target, other: ("trie", {"min_prob": 0.0, "trie": _greedy_trie(target)}),
-    "jacobi": lambda target, other: ("jacobi", {"window": 4, "ngram": 2, "candidates": 3,
-                                                "seed_from_context": False}),
+    "jacobi": lambda target, other: ("jacobi", {"window": 4, "ngram": 2, "candidates": 3, "seed_from_context": False}),
     "suffix": lambda target, other: ("suffix", {"min_prob": 0.0, "datastore": _greedy_datastore(target)}),
     "recycling": lambda target, other: ("recycling", {"adjacency": _greedy_adjacency(target)}),
 }
@@ -142,20 +156,33 @@ def _greedy_adjacency(target):
     from hasten.drafters.recycling import AdjacencyMap, RecyclingConfig, RecyclingDrafter
 
     adjacency = AdjacencyMap()
-    hasten.generate(target, _greedy(target), method=RecyclingDrafter(RecyclingConfig(adjacency=adjacency)),
-                    max_new_tokens=8, eos_token_id=[])
+    hasten.generate(
+        target,
+        _greedy(target),
+        method=RecyclingDrafter(RecyclingConfig(adjacency=adjacency)),
+        max_new_tokens=8,
+        eos_token_id=[],
+    )
     return adjacency
 
 
-RUNS = [("plain", "T0.5-topp0.9-rep1.3"),
-        ("draft-is-target", "plain-T1"), ("draft-is-target", "T0.5-topp0.9-rep1.3"),
-        ("different-draft", "plain-T1"), ("different-draft", "T0.5-topp0.9-rep1.3"),
-        ("different-draft-tree", "plain-T1"),
-        ("prompt-lookup", "T0.5-topp0.9-rep1.3"), ("tree-sample-and-match", "T0.5-topp0.9-rep1.3"),
-        ("layer-skip", "T0.5-topp0.9-rep1.3"), ("early-exit", "T0.5-topp0.9-rep1.3"),
-        ("hierarchical", "T0.5-topp0.9-rep1.3"),
-        ("trie", "T0.5-topp0.9-rep1.3"), ("jacobi", "T0.5-topp0.9-rep1.3"),
-        ("suffix", "T0.5-topp0.9-rep1.3"), ("recycling", "T0.5-topp0.9-rep1.3")]
+RUNS = [
+    ("plain", "T0.5-topp0.9-rep1.3"),
+    ("draft-is-target", "plain-T1"),
+    ("draft-is-target", "T0.5-topp0.9-rep1.3"),
+    ("different-draft", "plain-T1"),
+    ("different-draft", "T0.5-topp0.9-rep1.3"),
+    ("different-draft-tree", "plain-T1"),
+    ("prompt-lookup", "T0.5-topp0.9-rep1.3"),
+    ("tree-sample-and-match", "T0.5-topp0.9-rep1.3"),
+    ("layer-skip", "T0.5-topp0.9-rep1.3"),
+    ("early-exit", "T0.5-topp0.9-rep1.3"),
+    ("hierarchical", "T0.5-topp0.9-rep1.3"),
+    ("trie", "T0.5-topp0.9-rep1.3"),
+    ("jacobi", "T0.5-topp0.9-rep1.3"),
+    ("suffix", "T0.5-topp0.9-rep1.3"),
+    ("recycling", "T0.5-topp0.9-rep1.3"),
+]
 
 
 @pytest.mark.parametrize("case,params_id", RUNS)
@@ -179,6 +206,7 @@ def test_broken_acceptance_is_detected(models, monkeypatch):
     monkeypatch.setattr(engine, "speculative_sample_accept", accept_everything)
     target, other = models
     params = PARAMS["plain-T1"]
-    samples = sample_first_three(target, "draft_model", {"draft_model": other, "confidence_threshold": 0.0},
-                                 params, seeds=600)
+    samples = sample_first_three(
+        target, "draft_model", {"draft_model": other, "confidence_threshold": 0.0}, params, seeds=600
+    )
     assert goodness_of_fit(samples, reference_distribution(target, params)) < 1e-6

@@ -40,8 +40,11 @@ def test_methods_are_token_identical(sliding_model_and_refs, tiny_factory, metho
     model, refs = sliding_model_and_refs
     opts = options(model, tiny_factory)
     for prompt, ref in zip(CASES, refs):
-        out = hasten.generate(model, prompt, method=method, max_new_tokens=MAX_NEW,
-                              method_options=opts).sequences[0].tolist()
+        out = (
+            hasten.generate(model, prompt, method=method, max_new_tokens=MAX_NEW, method_options=opts)
+            .sequences[0]
+            .tolist()
+        )
         assert out == ref, f"{method}, prompt {prompt[:8]}: {_first_mismatch(out, ref)}"
 
 

@@ -28,8 +28,17 @@ def test_a_backend_model_brings_its_own_target():
 
     assert is_backend_model(Fake()) and resolve_target(Fake()) == "own"
     assert ReExported is LlamaCppTarget
-    for name in ("forward", "verify_forward", "new_cache", "cache_length", "rollback", "keep_rows", "cost_curve",
-                 "max_nodes", "eos_ids"):
+    for name in (
+        "forward",
+        "verify_forward",
+        "new_cache",
+        "cache_length",
+        "rollback",
+        "keep_rows",
+        "cost_curve",
+        "max_nodes",
+        "eos_ids",
+    ):
         assert callable(getattr(LlamaCppTarget, name)), name
 
 

@@ -139,6 +139,7 @@ def test_recursive_rejection_accepts_identical_draft():
     layout = tree_layout(tree.parents, tree.tokens)
     target = torch.stack([p, p, p])
     for seed in range(20):
-        path, _ = recursive_rejection_walk(layout.children, tree.tokens, tree.draft_probs, target,
-                                           torch.Generator().manual_seed(seed))
+        path, _ = recursive_rejection_walk(
+            layout.children, tree.tokens, tree.draft_probs, target, torch.Generator().manual_seed(seed)
+        )
         assert path == [0, 1]

@@ -32,11 +32,7 @@ if __name__ == "__main__":
     print(
         " ".join(
             oldest(
-                Path(__file__)
-                .resolve()
-                .parents[1]
-                .joinpath("pyproject.toml")
-                .read_text(),
+                Path(__file__).resolve().parents[1].joinpath("pyproject.toml").read_text(),
                 sys.argv[1:],
             )
         )

@@ -49,8 +49,10 @@ def main() -> None:
         command="python training/calibrate_policy_bac.py",
     )
     counts = "/".join(str(len(s)) for s in config.update_steps)
-    print(f"wrote {path}: budget {budget}, upstream {upstream}, updates per block {counts}, "
-          f"{100 * config.skipped_fraction:.0f}% of block evaluations reused")
+    print(
+        f"wrote {path}: budget {budget}, upstream {upstream}, updates per block {counts}, "
+        f"{100 * config.skipped_fraction:.0f}% of block evaluations reused"
+    )
 
 
 if __name__ == "__main__":

@@ -68,10 +68,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run, every option spelled out (``--out`` only if not the default)."""
-    parts = ["python", "training/train_digits_dit.py", "--size", args.size, "--steps", str(args.steps),
-             "--batch", str(args.batch), "--lr", str(args.lr), "--warmup", str(args.warmup), "--ema", str(args.ema),
-             "--label-drop", str(args.label_drop), "--guidance", str(args.guidance), "--seed", str(args.seed),
-             "--threads", str(args.threads)]
+    parts = [
+        "python",
+        "training/train_digits_dit.py",
+        "--size",
+        args.size,
+        "--steps",
+        str(args.steps),
+        "--batch",
+        str(args.batch),
+        "--lr",
+        str(args.lr),
+        "--warmup",
+        str(args.warmup),
+        "--ema",
+        str(args.ema),
+        "--label-drop",
+        str(args.label_drop),
+        "--guidance",
+        str(args.guidance),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+    ]
     if args.out.resolve() != WEIGHTS_DIR.resolve():
         parts += ["--out", str(args.out)]
     return shlex.join(parts)
@@ -135,8 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     from safetensors.torch import save_file
 
     file_name = f"{name}.safetensors"
-    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in ema.state_dict().items()},
-              str(args.out / file_name))
+    save_file(
+        {k: v.detach().to(torch.float16).contiguous() for k, v in ema.state_dict().items()}, str(args.out / file_name)
+    )
     manifest = {
         "name": name,
         "architecture": "DiTTransformer2DModel",
@@ -159,11 +180,18 @@ def main(argv: list[str] | None = None) -> None:
             "machine": platform.machine(),
             "stored_dtype": "float16 (EMA weights)",
         },
-        "data": {"name": "sklearn.datasets.load_digits, upsampled 8x8 -> 16x16 (bilinear), scaled to [-1, 1]",
-                 "source": "UCI ML hand-written digits (E. Alpaydin, C. Kaynak), via scikit-learn",
-                 "license": DATA_LICENSE},
-        "extra": {"image_size": IMAGE_SIZE, "num_classes": NUM_CLASSES, "null_class": NULL_CLASS,
-                  "timestep_scale": TIMESTEP_SCALE, "guidance": args.guidance},
+        "data": {
+            "name": "sklearn.datasets.load_digits, upsampled 8x8 -> 16x16 (bilinear), scaled to [-1, 1]",
+            "source": "UCI ML hand-written digits (E. Alpaydin, C. Kaynak), via scikit-learn",
+            "license": DATA_LICENSE,
+        },
+        "extra": {
+            "image_size": IMAGE_SIZE,
+            "num_classes": NUM_CLASSES,
+            "null_class": NULL_CLASS,
+            "timestep_scale": TIMESTEP_SCALE,
+            "guidance": args.guidance,
+        },
     }
     path = write_manifest(manifest, args.out)
     print(f"wrote {args.out / file_name} and {path}")

@@ -66,10 +66,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def command_line(args: argparse.Namespace) -> str:
-    parts = ["python", "training/train_digits_mar.py", "--size", args.size, "--head-repeat", str(args.head_repeat), "--steps", str(args.steps), "--batch",
-             str(args.batch), "--lr", str(args.lr), "--warmup", str(args.warmup), "--ema", str(args.ema),
-             "--dropout", str(args.dropout), "--shift", str(args.shift), "--label-drop", str(args.label_drop),
-             "--guidance", str(args.guidance), "--seed", str(args.seed), "--threads", str(args.threads)]
+    parts = [
+        "python",
+        "training/train_digits_mar.py",
+        "--size",
+        args.size,
+        "--head-repeat",
+        str(args.head_repeat),
+        "--steps",
+        str(args.steps),
+        "--batch",
+        str(args.batch),
+        "--lr",
+        str(args.lr),
+        "--warmup",
+        str(args.warmup),
+        "--ema",
+        str(args.ema),
+        "--dropout",
+        str(args.dropout),
+        "--shift",
+        str(args.shift),
+        "--label-drop",
+        str(args.label_drop),
+        "--guidance",
+        str(args.guidance),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+    ]
     if args.out.resolve() != WEIGHTS_DIR.resolve():
         parts += ["--out", str(args.out)]
     return shlex.join(parts)
@@ -91,7 +117,7 @@ def shift(tokens: torch.Tensor, prob: float, generator: torch.Generator) -> torc
             continue
         dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=generator))
         padded = F.pad(grid[i].permute(2, 0, 1), (1, 1, 1, 1), value=-1.0).permute(1, 2, 0)
-        out[i] = padded[1 - dy:1 - dy + GRID, 1 - dx:1 - dx + GRID]
+        out[i] = padded[1 - dy : 1 - dy + GRID, 1 - dx : 1 - dx + GRID]
     return out.view(-1, GRID * GRID, TOKEN_DIM)
 
 
@@ -149,8 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     from safetensors.torch import save_file
 
     file_name = f"{name}.safetensors"
-    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in ema.state_dict().items()},
-              str(args.out / file_name))
+    save_file(
+        {k: v.detach().to(torch.float16).contiguous() for k, v in ema.state_dict().items()}, str(args.out / file_name)
+    )
     manifest = {
         "name": name,
         "architecture": "DigitsMAR",
@@ -158,15 +185,28 @@ def main(argv: list[str] | None = None) -> None:
         "files": {file_name: {}},
         "parameters": sum(p.numel() for p in ema.parameters()),
         "training": {
-            "command": command, "seconds": round(seconds, 1), "seed": args.seed, "steps": args.steps,
-            "batch": args.batch, "lr": args.lr, "ema": args.ema, "dropout": args.dropout, "shift": args.shift,
-            "label_drop": args.label_drop, "objective": "DDPM eps MSE of the diffusion head given z (cosine schedule, 1000 steps)",
-            "loss_per_100_steps": [round(v, 5) for v in losses], "threads": args.threads,
-            "torch": torch.__version__, "machine": platform.machine(), "stored_dtype": "float16 (EMA weights)",
+            "command": command,
+            "seconds": round(seconds, 1),
+            "seed": args.seed,
+            "steps": args.steps,
+            "batch": args.batch,
+            "lr": args.lr,
+            "ema": args.ema,
+            "dropout": args.dropout,
+            "shift": args.shift,
+            "label_drop": args.label_drop,
+            "objective": "DDPM eps MSE of the diffusion head given z (cosine schedule, 1000 steps)",
+            "loss_per_100_steps": [round(v, 5) for v in losses],
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "stored_dtype": "float16 (EMA weights)",
         },
-        "data": {"name": "sklearn.datasets.load_digits upsampled to 16x16 in [-1, 1], 2x2 patches (64 tokens x 4)",
-                 "source": "UCI ML hand-written digits (E. Alpaydin, C. Kaynak), via scikit-learn",
-                 "license": DATA_LICENSE},
+        "data": {
+            "name": "sklearn.datasets.load_digits upsampled to 16x16 in [-1, 1], 2x2 patches (64 tokens x 4)",
+            "source": "UCI ML hand-written digits (E. Alpaydin, C. Kaynak), via scikit-learn",
+            "license": DATA_LICENSE,
+        },
         "extra": {"grid": GRID, "token_dim": TOKEN_DIM, "null_class": 10, "guidance": args.guidance},
     }
     path = write_manifest(manifest, args.out)

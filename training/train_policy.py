@@ -95,7 +95,9 @@ def train(args: argparse.Namespace) -> tuple[ReachDenoiser, dict]:
         running_loss += loss.item()
         if (step + 1) % args.log_every == 0:
             elapsed = time.perf_counter() - start
-            print(f"step {step + 1}/{args.steps}  loss {running_loss / args.log_every:.4f}  {elapsed:.0f} s", flush=True)
+            print(
+                f"step {step + 1}/{args.steps}  loss {running_loss / args.log_every:.4f}  {elapsed:.0f} s", flush=True
+            )
             running_loss = 0.0
     seconds = time.perf_counter() - start
     return ema.eval(), {"seconds": round(seconds, 1), "pairs": len(obs)}

@@ -15,5 +15,20 @@ from .tree import DraftTree
 
 __version__ = "0.1.0"
 
-__all__ = ["generate", "load_model", "load_gguf", "list_methods", "GenerationResult", "GenerationStats",
-           "SamplingParams", "BudgetConfig", "CompileConfig", "CompiledModel", "compile_model", "DraftTree", "Drafter", "UnknownMethodError", "ModelNotInstalledError"]
+__all__ = [
+    "generate",
+    "load_model",
+    "load_gguf",
+    "list_methods",
+    "GenerationResult",
+    "GenerationStats",
+    "SamplingParams",
+    "BudgetConfig",
+    "CompileConfig",
+    "CompiledModel",
+    "compile_model",
+    "DraftTree",
+    "Drafter",
+    "UnknownMethodError",
+    "ModelNotInstalledError",
+]

@@ -233,12 +233,21 @@ class BatchRow:
     draws and stats. ``cached`` = KV slots of this row holding committed tokens
     (``len(tokens) - 1``: the root is not cached)."""
 
-    def __init__(self, req: BatchRequest, drafter: Drafter | None, run: Committer, budget: DraftBudget | None,
-                 auto_off: AutoOff | None, draws: PositionDraws | None, generator: torch.Generator):
+    def __init__(
+        self,
+        req: BatchRequest,
+        drafter: Drafter | None,
+        run: Committer,
+        budget: DraftBudget | None,
+        auto_off: AutoOff | None,
+        draws: PositionDraws | None,
+        generator: torch.Generator,
+    ):
         self.req, self.drafter, self.run, self.budget = req, drafter, run, budget
         self.auto_off, self.draws, self.generator = auto_off, draws, generator
-        self.stats = GenerationStats(method="ar" if drafter is None else stats_name(drafter),
-                                     prompt_tokens=len(req.prompt))
+        self.stats = GenerationStats(
+            method="ar" if drafter is None else stats_name(drafter), prompt_tokens=len(req.prompt)
+        )
         self.cached = len(req.prompt) - 1
         self.draft = DraftTree.chain([])
         self.masks: torch.Tensor | None = None
@@ -276,8 +285,10 @@ class BatchedDecoder:
 
     def __init__(self, model: torch.nn.Module, batch_budget: bool = True):
         if any(w is not None for w in kv.attention_windows(model)):
-            raise ValueError("batched decoding needs full attention in every layer; sliding-window models "
-                             "decode one request at a time (hasten.generate)")
+            raise ValueError(
+                "batched decoding needs full attention in every layer; sliding-window models "
+                "decode one request at a time (hasten.generate)"
+            )
         self.model = model
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
@@ -316,24 +327,36 @@ class BatchedDecoder:
         if not req.prompt:
             raise ValueError("empty prompt: give at least one token")
         if self.context_length is not None and len(req.prompt) >= self.context_length:
-            raise ValueError(f"prompt has {len(req.prompt)} tokens but the model's context length is "
-                             f"{self.context_length}; shorten the prompt")
+            raise ValueError(
+                f"prompt has {len(req.prompt)} tokens but the model's context length is "
+                f"{self.context_length}; shorten the prompt"
+            )
         if req.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {req.max_new_tokens}")
         if req.stop and req.tokenizer is None:
             raise ValueError("stop strings need a tokenizer")
         drafter = None if req.method is None else build_drafter(req.method, **req.method_options)
         if not batchable(drafter, req.params):
-            raise NotBatchableError(f"method {stats_name(drafter)!r} cannot join a batch (runs the target's layers or "
-                             "samples its drafts); use hasten.generate")
+            raise NotBatchableError(
+                f"method {stats_name(drafter)!r} cannot join a batch (runs the target's layers or "
+                "samples its drafts); use hasten.generate"
+            )
         params = req.params
         generator = torch.Generator()
         seed = generator.seed() if req.seed is None else req.seed
         generator.manual_seed(seed)
         draws = None if params.greedy else PositionDraws(seed)
-        run = Committer(list(req.prompt), req.max_new_tokens, self.context_length,
-                         model_eos_ids(self.model, req.eos_token_id), list(req.stop), req.tokenizer, req.streamer,
-                         self.vocab_size if params.uses_history else None, self.device)
+        run = Committer(
+            list(req.prompt),
+            req.max_new_tokens,
+            self.context_length,
+            model_eos_ids(self.model, req.eos_token_id),
+            list(req.stop),
+            req.tokenizer,
+            req.streamer,
+            self.vocab_size if params.uses_history else None,
+            self.device,
+        )
         budget_cfg = BudgetConfig() if req.draft_budget == "auto" else req.draft_budget
         budget = DraftBudget(self.cost_curve(), budget_cfg) if drafter is not None and budget_cfg else None
         auto = AutoOff(self.cost_curve(), req.auto_off) if drafter is not None and req.auto_off else None
@@ -384,8 +407,7 @@ class BatchedDecoder:
         self.rows.pop(index)
         if self.keys is None:
             return
-        keep = torch.tensor([i for i in range(len(self.rows) + 1) if i != index], dtype=torch.long,
-                            device=self.device)
+        keep = torch.tensor([i for i in range(len(self.rows) + 1) if i != index], dtype=torch.long, device=self.device)
         length = max((r.cached for r in self.rows), default=0)
         self.keys = [k.index_select(0, keep)[:, :, :length] for k in self.keys]
         self.values = [v.index_select(0, keep)[:, :, :length] for v in self.values]
@@ -441,7 +463,7 @@ class BatchedDecoder:
             if len(draft) > width:
                 draft = draft.subset(list(range(width))) if width else DraftTree.chain([])
                 if row.masks is not None:
-                    row.masks = row.masks[:width + 1]
+                    row.masks = row.masks[: width + 1]
             cut.append(draft)
         return cut
 
@@ -459,9 +481,9 @@ class BatchedDecoder:
             ids[i, :n] = torch.tensor([row.run.tokens[-1], *draft.tokens])
             positions[i, :n] = row.cached + torch.tensor(layout.depths)
             positions[i, n:] = row.cached
-            visible[i, :, :row.cached] = True
-            visible[i, :n, length:length + n] = layout.visible
-            visible[i, n:, length + n:] = torch.eye(q - n, dtype=torch.bool)
+            visible[i, :, : row.cached] = True
+            visible[i, :n, length : length + n] = layout.visible
+            visible[i, n:, length + n :] = torch.eye(q - n, dtype=torch.bool)
         if b == 1 and drafts[0].is_chain and self.rows[0].cached == length:
             return ids.to(self.device), positions.to(self.device), None  # no holes: the causal mask, as generate()
         mask = torch.zeros(visible.shape, dtype=self.dtype).masked_fill(~visible, torch.finfo(self.dtype).min)
@@ -473,15 +495,17 @@ class BatchedDecoder:
             for layer, k, v in zip(cache.layers, self.keys, self.values):
                 layer.keys, layer.values, layer.device, layer.is_initialized = k, v, k.device, True
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, position_ids=positions, attention_mask=mask,
-                                **{self.cache_kw: cache}, use_cache=True).logits
+            logits = self.model(
+                input_ids=ids, position_ids=positions, attention_mask=mask, **{self.cache_kw: cache}, use_cache=True
+            ).logits
         self.forwards += 1
         self.keys = [layer.keys for layer in cache.layers]
         self.values = [layer.values for layer in cache.layers]
         return logits
 
-    def _accept(self, row: BatchRow, draft: DraftTree, logits: torch.Tensor) -> tuple[list[int], int, list[int],
-                                                                                     torch.Tensor]:
+    def _accept(
+        self, row: BatchRow, draft: DraftTree, logits: torch.Tensor
+    ) -> tuple[list[int], int, list[int], torch.Tensor]:
         """Row ``row``'s acceptance on its (N+1, V) logits: exactly the engine's greedy /
         position-keyed rule (:func:`hasten.engine._verify`), on grammar-masked scores."""
         run, params = row.run, row.req.params
@@ -513,14 +537,22 @@ class BatchedDecoder:
         length = self.length - ids.shape[1]
         gather: list[list[int]] = []
         for i, (row, draft) in enumerate(zip(self.rows, drafts)):
-            path, nxt, row_tokens, scores = self._accept(row, draft, logits[i, :len(draft) + 1])
+            path, nxt, row_tokens, scores = self._accept(row, draft, logits[i, : len(draft) + 1])
             gather.append(list(range(row.cached)) + [length + r for r in [0] + [node + 1 for node in path]])
             self._finish_step(row, draft, path, nxt, row_tokens, scores, seconds)
         self._compact(gather)
         return [row for row in self.rows if row.done]
 
-    def _finish_step(self, row: BatchRow, draft: DraftTree, path: list[int], nxt: int, row_tokens: list[int],
-                     scores: torch.Tensor, seconds: float) -> None:
+    def _finish_step(
+        self,
+        row: BatchRow,
+        draft: DraftTree,
+        path: list[int],
+        nxt: int,
+        row_tokens: list[int],
+        scores: torch.Tensor,
+        seconds: float,
+    ) -> None:
         if row.budget is not None and len(draft):
             row.budget.observe_step(draft, path)
         root_position = len(row.run.tokens) - 1
@@ -540,11 +572,13 @@ class BatchedDecoder:
         s.forward_seconds += seconds
         if row.auto_off is not None:
             row.auto_off.observe(len(draft), kept)
-        if row.error is None and row.drafter is not None and (
-                len(draft) or getattr(row.drafter, "observes_plain_steps", False)):
+        if (
+            row.error is None
+            and row.drafter is not None
+            and (len(draft) or getattr(row.drafter, "observes_plain_steps", False))
+        ):
             try:
-                row.drafter.on_accept(VerifiedStep(row.run.tokens, draft, path, nxt, row_tokens, scores,
-                                                   root_position))
+                row.drafter.on_accept(VerifiedStep(row.run.tokens, draft, path, nxt, row_tokens, scores, root_position))
             except Exception as exc:  # noqa: BLE001  (see _draft_or_fail)
                 row.error = exc
 

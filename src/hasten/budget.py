@@ -73,8 +73,14 @@ class BudgetConfig:
     score_decay: float = 0.97
 
     def __post_init__(self) -> None:
-        if not (0 < self.prior < 1 and self.prior_weight > 0 and 0 < self.decay <= 1 and self.explore_every >= 0
-                and self.score_bins >= 1 and 0 < self.score_decay <= 1):
+        if not (
+            0 < self.prior < 1
+            and self.prior_weight > 0
+            and 0 < self.decay <= 1
+            and self.explore_every >= 0
+            and self.score_bins >= 1
+            and 0 < self.score_decay <= 1
+        ):
             raise ValueError(f"invalid BudgetConfig {self}")
 
 
@@ -162,7 +168,7 @@ class DraftBudget:
             rate = expected / self.curve.cost(n + 1)
             if rate > best_rate:
                 best_n, best_rate = n, rate
-        return sorted(order[:self._explore(best_n)])
+        return sorted(order[: self._explore(best_n)])
 
     def cut(self, draft: DraftTree, max_depth: int | None = None) -> DraftTree:
         """The draft cut to the nodes that pay for themselves (possibly empty): per node

@@ -47,13 +47,8 @@ def recurrent_layers(cache: Any) -> list[str]:
     (anything besides per-token keys/values), e.g. ``["0: LinearAttentionLayer"]``."""
     found = []
     for index, layer in enumerate(getattr(cache, "layers", [])):
-        stateful = any(
-            hasattr(layer, name)
-            for name in ("conv_states", "recurrent_states", "ssm_states")
-        )
-        if stateful or any(
-            "LinearAttention" in cls.__name__ for cls in type(layer).__mro__
-        ):
+        stateful = any(hasattr(layer, name) for name in ("conv_states", "recurrent_states", "ssm_states"))
+        if stateful or any("LinearAttention" in cls.__name__ for cls in type(layer).__mro__):
             found.append(f"{index}: {type(layer).__name__}")
     return found
 
@@ -63,9 +58,7 @@ def _tolerance(logits: torch.Tensor) -> float:
     return max(1e-4, 64 * eps) * (1.0 + float(logits.abs().max()))
 
 
-def probe_rollback(
-    target, static: bool = False, speculative: bool = True
-) -> str | None:
+def probe_rollback(target, static: bool = False, speculative: bool = True) -> str | None:
     """Run the probe of the module docstring on ``target`` (the engine's view of a
     transformers model: ``new_cache``, ``forward``, ``rollback``, ``vocab_size``).
 
@@ -75,10 +68,7 @@ def probe_rollback(
         otherwise a sentence saying what differed.
     """
     vocab = target.vocab_size
-    a, b, c, d = (
-        t % vocab
-        for t in (vocab // 2 + 1, vocab // 3 + 2, vocab // 5 + 3, vocab // 7 + 4)
-    )
+    a, b, c, d = (t % vocab for t in (vocab // 2 + 1, vocab // 3 + 2, vocab // 5 + 3, vocab // 7 + 4))
     if b == c:
         c = (c + 1) % vocab
     forwards, seconds = target.forwards, target.forward_seconds
@@ -107,11 +97,7 @@ def _probe(target, tokens, static, speculative, forwards, seconds) -> str | None
     for row, expected in zip(rows, reference[1:]):
         diff = float((row.float() - expected).abs().max())
         if diff > _tolerance(expected):
-            what = (
-                "rolling the cache back and decoding on"
-                if speculative
-                else "decoding token by token"
-            )
+            what = "rolling the cache back and decoding on" if speculative else "decoding token by token"
             return f"{what} gives logits that differ from a fresh forward by {diff:.3g}"
     return None
 
@@ -135,9 +121,7 @@ def check_cache(target, static: bool = False, speculative: bool = True) -> None:
     name = type(model).__name__
     from transformers import DynamicCache
 
-    stateful = recurrent_layers(
-        DynamicCache(config=model.config)
-    )  # before kv.new_cache's own refusals
+    stateful = recurrent_layers(DynamicCache(config=model.config))  # before kv.new_cache's own refusals
     if stateful:
         raise UnsupportedCacheError(
             f"{name} keeps recurrent / convolution / linear-attention state in its cache (layers "

@@ -1,7 +1,7 @@
 """Command line: a thin adapter that builds the library's arguments and prints results.
 
-    hasten generate --model smollm2-135m --method prompt_lookup --chat "Write a prime test in Python"
-    hasten methods
+hasten generate --model smollm2-135m --method prompt_lookup --chat "Write a prime test in Python"
+hasten methods
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ from typing import Any, Optional
 import click
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="hasten: lossless acceleration of generative models.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="hasten: lossless acceleration of generative models.",
+)
 
 
 def _print_version(value: bool) -> None:
@@ -26,8 +30,11 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                       help="Print the version and exit.")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+    ),
+) -> None:
     """hasten: lossless acceleration of generative models."""
 
 
@@ -112,7 +119,7 @@ class TextStreamer:
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):
             return
-        self.out.write(text[self.printed:])
+        self.out.write(text[self.printed :])
         self.out.flush()
         self.printed = len(text)
 
@@ -125,7 +132,9 @@ def generate(
     chat: Optional[str] = typer.Option(None, help="A user message, wrapped in the model's chat template."),
     max_new_tokens: int = typer.Option(256, min=1),
     dtype: str = typer.Option("float32", help="float32, bfloat16, float16, float64, or auto (fastest measured here)."),
-    draft_model: Optional[str] = typer.Option(None, help="Draft model for --method draft_model: a model name/path or self:K."),
+    draft_model: Optional[str] = typer.Option(
+        None, help="Draft model for --method draft_model: a model name/path or self:K."
+    ),
     do_sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
     temperature: float = typer.Option(1.0),
     top_k: int = typer.Option(0, help="0 = off."),
@@ -136,11 +145,19 @@ def generate(
     set_: list[str] = typer.Option([], "--set", help="Method config field, FIELD=VALUE (repeatable)."),
     stream: bool = typer.Option(True, help="Print text as it is generated."),
     kv_cache: str = typer.Option("dynamic", help="dynamic or static (preallocated, in-place)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the target forward first (eager if that fails)."),
-    backend: str = typer.Option("transformers", help="transformers, or llamacpp: the model's GGUF file on llama.cpp "
-                                "kernels (needs llama-cpp-python; --model may then be a .gguf path)."),
-    compare: bool = typer.Option(False, help="Also decode plainly (no method) and print plain tok/s, method tok/s, "
-                                 "whether the tokens are identical, and the speedup."),
+    compile_: bool = typer.Option(
+        False, "--compile", help="torch.compile the target forward first (eager if that fails)."
+    ),
+    backend: str = typer.Option(
+        "transformers",
+        help="transformers, or llamacpp: the model's GGUF file on llama.cpp "
+        "kernels (needs llama-cpp-python; --model may then be a .gguf path).",
+    ),
+    compare: bool = typer.Option(
+        False,
+        help="Also decode plainly (no method) and print plain tok/s, method tok/s, "
+        "whether the tokens are identical, and the speedup.",
+    ),
 ) -> None:
     """Generate text, streaming it, then print one stats line."""
     import hasten
@@ -160,18 +177,22 @@ def generate(
         raise ValueError(f"unknown backend {backend!r}; use transformers or llamacpp")
     if backend == "llamacpp":
         if compile_ or draft_model is not None or dtype != "float32" or kv_cache != "dynamic":
-            raise ValueError("--backend llamacpp runs the GGUF file as it is: no --compile, --draft-model, "
-                             "--dtype or --kv-cache")
+            raise ValueError(
+                "--backend llamacpp runs the GGUF file as it is: no --compile, --draft-model, --dtype or --kv-cache"
+            )
         from .models import load_gguf
 
         lm, tokenizer = load_gguf(model)
     else:
         lm, tokenizer = hasten.load_model(model, dtype=dtype)
     if draft_model is not None:
-        options["draft_model"] = draft_model if draft_model.startswith("self:") else _load_draft(draft_model, dtype, tokenizer)
+        options["draft_model"] = (
+            draft_model if draft_model.startswith("self:") else _load_draft(draft_model, dtype, tokenizer)
+        )
     if chat is not None:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": chat}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": chat}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
     else:
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     streamer = TextStreamer(tokenizer) if stream else None
@@ -181,11 +202,26 @@ def generate(
         seed = secrets.randbelow(2**31)
     if compile_:
         lm = hasten.compile_model(lm)
-        typer.echo(f"[compile: {lm.compile_seconds:.1f} s, {'compiled' if lm.compiled else 'eager fallback'}]", err=True)
-    result = hasten.generate(lm, ids, method=method, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                             temperature=temperature, top_k=top_k, top_p=top_p,
-                             repetition_penalty=repetition_penalty, seed=seed, stop=stop or None,
-                             tokenizer=tokenizer, streamer=streamer, method_options=options, kv_cache=kv_cache)
+        typer.echo(
+            f"[compile: {lm.compile_seconds:.1f} s, {'compiled' if lm.compiled else 'eager fallback'}]", err=True
+        )
+    result = hasten.generate(
+        lm,
+        ids,
+        method=method,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+        stop=stop or None,
+        tokenizer=tokenizer,
+        streamer=streamer,
+        method_options=options,
+        kv_cache=kv_cache,
+    )
     if not stream:
         typer.echo(result.text)
     typer.echo("")
@@ -193,9 +229,18 @@ def generate(
     if compare:
         from .compare import compare_line
 
-        settings = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
-                    "top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty, "seed": seed,
-                    "stop": stop or None, "tokenizer": tokenizer, "kv_cache": kv_cache}
+        settings = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": do_sample,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "repetition_penalty": repetition_penalty,
+            "seed": seed,
+            "stop": stop or None,
+            "tokenizer": tokenizer,
+            "kv_cache": kv_cache,
+        }
         typer.echo(compare_line(lm, ids, result, settings), err=True)
 
 
@@ -204,8 +249,10 @@ def _load_draft(name: str, dtype: str, target_tokenizer):
 
     draft, draft_tokenizer = hasten.load_model(name, dtype=dtype)
     if draft_tokenizer.get_vocab() != target_tokenizer.get_vocab():
-        raise ValueError(f"draft model {name!r} uses a different tokenizer than the target; "
-                                 "speculative decoding needs the same vocabulary")
+        raise ValueError(
+            f"draft model {name!r} uses a different tokenizer than the target; "
+            "speculative decoding needs the same vocabulary"
+        )
     return draft
 
 
@@ -236,9 +283,19 @@ def serve(
     """Serve the model on an OpenAI-compatible HTTP API (docs/SERVE.md)."""
     from .serve.cli import serve as run
 
-    run(model=model, method=method, method_options=parse_options(method, set_) if method else None, host=host,
-        port=port, dtype=dtype, max_batch=max_batch, max_queue=max_queue, replicas=replicas, auto_off=auto_off,
-        threads=threads)
+    run(
+        model=model,
+        method=method,
+        method_options=parse_options(method, set_) if method else None,
+        host=host,
+        port=port,
+        dtype=dtype,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        replicas=replicas,
+        auto_off=auto_off,
+        threads=threads,
+    )
 
 
 @app.command()
@@ -250,8 +307,9 @@ def methods() -> None:
     typer.echo("draft methods (hasten generate / bench --methods):")
     for name in list_methods():
         spec = get_method(name)
-        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(spec.config_cls)
-                           if f.name != "draft_model")
+        fields = ", ".join(
+            f"{f.name}={f.default!r}" for f in dataclasses.fields(spec.config_cls) if f.name != "draft_model"
+        )
         typer.echo(f"{name:16s} {spec.summary}\n{'':16s} options: {fields}")
     typer.echo("diffusion cache methods (hasten.diffusion.enable / bench-diffusion):")
     for name, factory in POLICIES.items():
@@ -283,13 +341,21 @@ def datastore_build(
     from .datastore import build_datastore
 
     lm, tokenizer = hasten.load_model(model)
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn()) as bar:
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn()
+    ) as bar:
         task = bar.add_task("tokenizing", total=None)
-        store = build_datastore(corpus, lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"], out,
-                                field=field, chunk_lines=chunk_lines, restart=restart,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                model=model, vocab_size=lm.get_output_embeddings().weight.shape[0])
+        store = build_datastore(
+            corpus,
+            lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],
+            out,
+            field=field,
+            chunk_lines=chunk_lines,
+            restart=restart,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            model=model,
+            vocab_size=lm.get_output_embeddings().weight.shape[0],
+        )
     typer.echo(f"{out}: {store.meta['documents']} documents, {len(store)} tokens")
 
 
@@ -360,8 +426,9 @@ def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...
         modules.append(bundled)
     except ImportError:
         pass
-    return tuple(tuple(getattr(m, name) for m in modules if hasattr(m, name))
-                 for name in ("ClickException", "Exit", "Abort"))
+    return tuple(
+        tuple(getattr(m, name) for m in modules if hasattr(m, name)) for name in ("ClickException", "Exit", "Abort")
+    )
 
 
 if __name__ == "__main__":

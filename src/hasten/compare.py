@@ -13,9 +13,7 @@ from typing import Any
 __all__ = ["compare_line", "format_comparison"]
 
 
-def format_comparison(
-    method: str, plain_tps: float, method_tps: float, identical: bool
-) -> str:
+def format_comparison(method: str, plain_tps: float, method_tps: float, identical: bool) -> str:
     """One line: plain tok/s, method tok/s, identical yes/no, speedup.
 
     Example: ("prompt_lookup", 20.0, 50.0, True) ->

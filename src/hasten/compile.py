@@ -87,8 +87,9 @@ class CompiledModel:
         self.fallback_reason: str | None = None
         self._compiled: Callable[..., Any] | None = None
         try:
-            self._compiled = torch.compile(self._call_model, backend=config.backend, mode=config.mode,
-                                           dynamic=config.dynamic)
+            self._compiled = torch.compile(
+                self._call_model, backend=config.backend, mode=config.mode, dynamic=config.dynamic
+            )
         except Exception as err:  # e.g. an unsupported backend name
             self._fall_back(err)
 
@@ -99,8 +100,12 @@ class CompiledModel:
         text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
         self.fallback_reason = f"{type(err).__name__}: {text[:300]}"
         self._compiled = None
-        warnings.warn(f"torch.compile of the target forward failed ({self.fallback_reason}); "
-                      "running eagerly (outputs are unchanged)", CompileFallbackWarning, stacklevel=3)
+        warnings.warn(
+            f"torch.compile of the target forward failed ({self.fallback_reason}); "
+            "running eagerly (outputs are unchanged)",
+            CompileFallbackWarning,
+            stacklevel=3,
+        )
 
     @property
     def compiled(self) -> bool:
@@ -138,8 +143,11 @@ class CompiledModel:
         gen = torch.Generator().manual_seed(0)
         with torch.inference_mode():
             for rows in self.config.buckets:
-                variants = ([{"logits_to_keep": 1}] if keeps else []) + [{}] if rows == 1 else \
-                    [{}, self._tree_inputs(rows, device)]
+                variants = (
+                    ([{"logits_to_keep": 1}] if keeps else []) + [{}]
+                    if rows == 1
+                    else [{}, self._tree_inputs(rows, device)]
+                )
                 for extra in variants * 2:  # the second round checks the graphs are reused
                     cache = kv.new_cache(self.model)
                     context = torch.randint(vocab, (1, self.config.warmup_context), generator=gen).to(device)

@@ -26,8 +26,14 @@ import torch
 
 from . import kv
 
-__all__ = ["CostCurve", "time_sizes", "measure_forward_cost", "load_or_measure", "default_cost_cache_path",
-           "implausible_reason"]
+__all__ = [
+    "CostCurve",
+    "time_sizes",
+    "measure_forward_cost",
+    "load_or_measure",
+    "default_cost_cache_path",
+    "implausible_reason",
+]
 
 DEFAULT_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 MAX_AGE_DAYS = 30  # a cached curve older than this is measured again (drivers, libraries, load change)
@@ -60,7 +66,9 @@ class CostCurve:
         for (s0, t0), (s1, t1) in zip(zip(self.sizes, self.seconds), zip(self.sizes[1:], self.seconds[1:])):
             if size <= s1:
                 return t0 + (t1 - t0) * (size - s0) / (s1 - s0)
-        (s0, t0), (s1, t1) = list(zip(self.sizes, self.seconds))[-2:] if len(self.sizes) > 1 else ((1, self.seconds[0]),) * 2
+        (s0, t0), (s1, t1) = (
+            list(zip(self.sizes, self.seconds))[-2:] if len(self.sizes) > 1 else ((1, self.seconds[0]),) * 2
+        )
         slope = (t1 - t0) / (s1 - s0) if s1 != s0 else 0.0
         return t1 + slope * (size - s1)
 
@@ -107,15 +115,16 @@ def time_sizes(timed_forward: Callable[[int], float], sizes, repeats: int = 5) -
     sizes = list(sizes)
     times: dict[int, list[float]] = {size: [] for size in sizes}
     for round_ in range(repeats + 1):
-        for size in (sizes if round_ % 2 == 0 else reversed(sizes)):
+        for size in sizes if round_ % 2 == 0 else reversed(sizes):
             elapsed = timed_forward(size)
             if round_:
                 times[size].append(elapsed)
     return tuple(statistics.median(times[size]) for size in sizes)
 
 
-def measure_forward_cost(model: torch.nn.Module, sizes=DEFAULT_SIZES, context: int = 256,
-                         repeats: int = 5) -> CostCurve:
+def measure_forward_cost(
+    model: torch.nn.Module, sizes=DEFAULT_SIZES, context: int = 256, repeats: int = 5
+) -> CostCurve:
     """Time target forwards over ``size`` new tokens on a ``context``-token KV cache
     (rounds over all sizes, see :func:`time_sizes`).
 
@@ -177,12 +186,19 @@ def _fingerprint(model: torch.nn.Module, context: int) -> str:
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    return (f"{cfg.model_type}-{params}-{dtype}-ctx{context}-threads{torch.get_num_threads()}-"
-            f"{platform.machine()}-{os.cpu_count()}cpu-torch{torch.__version__}")
+    return (
+        f"{cfg.model_type}-{params}-{dtype}-ctx{context}-threads{torch.get_num_threads()}-"
+        f"{platform.machine()}-{os.cpu_count()}cpu-torch{torch.__version__}"
+    )
 
 
-def load_or_measure(model: torch.nn.Module, cache_file: Path | None = None, context: int = 256,
-                    sizes=DEFAULT_SIZES, refresh: bool = False) -> CostCurve:
+def load_or_measure(
+    model: torch.nn.Module,
+    cache_file: Path | None = None,
+    context: int = 256,
+    sizes=DEFAULT_SIZES,
+    refresh: bool = False,
+) -> CostCurve:
     """The cost curve for this model (a torch module or a backend model such as
     :class:`hasten.backends.llamacpp.LlamaCppModel`), dtype, thread count and machine, measured once and
     cached as JSON (``cache_file`` defaults to :func:`default_cost_cache_path`; written
@@ -211,8 +227,13 @@ def load_or_measure(model: torch.nn.Module, cache_file: Path | None = None, cont
     why = "refresh requested" if refresh else _stale_reason(table.get(key), sizes)
     if why is None:
         return CostCurve.from_json(table[key])
-    _log.warning("hasten: measuring the forward cost of this model once (%s; %d sizes, up to %d tokens); "
-                 "cached in %s", why, len(sizes), max(sizes), cache_file)
+    _log.warning(
+        "hasten: measuring the forward cost of this model once (%s; %d sizes, up to %d tokens); cached in %s",
+        why,
+        len(sizes),
+        max(sizes),
+        cache_file,
+    )
     curve = model.measure_cost(sizes, context) if backend else measure_forward_cost(model, sizes, context)
     table[key] = {**curve.to_json(), "measured_at": time.time()}
     cache_file.parent.mkdir(parents=True, exist_ok=True)

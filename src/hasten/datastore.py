@@ -56,7 +56,7 @@ def suffix_order(seq: np.ndarray, depth: int) -> np.ndarray:
     k = 1
     while k < depth and n:
         shifted = np.zeros(n, dtype=np.int64)
-        shifted[:max(n - k, 0)] = rank[k:]
+        shifted[: max(n - k, 0)] = rank[k:]
         order = np.lexsort((shifted, rank))
         first, second = rank[order], shifted[order]
         new_key = np.ones(n, dtype=bool)
@@ -87,8 +87,7 @@ class Datastore:
         self._reversed = tokens[::-1]
 
     @classmethod
-    def from_sequences(cls, sequences: Iterable[Iterable[int]], *, sort_depth: int = 16,
-                       **meta: Any) -> "Datastore":
+    def from_sequences(cls, sequences: Iterable[Iterable[int]], *, sort_depth: int = 16, **meta: Any) -> "Datastore":
         """Index token sequences (one per document); extra keywords are stored in ``meta``.
 
         Raises:
@@ -190,13 +189,14 @@ class Datastore:
         """Up to ``length`` tokens that follow the occurrence ending at reversed position
         ``reversed_pos``, stopping at the end of its document."""
         start = len(self.tokens) - reversed_pos
-        out = self.tokens[start:start + length].tolist()
+        out = self.tokens[start : start + length].tolist()
         if SEPARATOR in out:
-            out = out[:out.index(SEPARATOR)]
+            out = out[: out.index(SEPARATOR)]
         return out
 
-    def continuations(self, context: list[int], *, max_match: int, min_match: int, max_occurrences: int,
-                      length: int) -> tuple[int, list[list[int]]]:
+    def continuations(
+        self, context: list[int], *, max_match: int, min_match: int, max_occurrences: int, length: int
+    ) -> tuple[int, list[list[int]]]:
         """Continuations of the longest matching suffix of ``context``.
 
         Args:
@@ -212,8 +212,11 @@ class Datastore:
         if matched < max(min_match, 1):
             return 0, []
         count = hi - lo
-        picks = range(lo, hi) if count <= max_occurrences else (
-            lo + (i * count) // max_occurrences for i in range(max_occurrences))
+        picks = (
+            range(lo, hi)
+            if count <= max_occurrences
+            else (lo + (i * count) // max_occurrences for i in range(max_occurrences))
+        )
         found = (self.continuation(int(self.order[i]), length) for i in picks)
         return matched, [c for c in found if c]
 
@@ -278,10 +281,18 @@ def _write_json(path: Path, value: Any) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(value).encode()))
 
 
-def build_datastore(corpus: str | os.PathLike, tokenize: Callable[[list[str]], list[list[int]]],
-                    out: str | os.PathLike, *, field: str | None = None, chunk_lines: int = 256,
-                    sort_depth: int = 16, restart: bool = False,
-                    progress: Callable[[int, int], None] | None = None, **meta: Any) -> Datastore:
+def build_datastore(
+    corpus: str | os.PathLike,
+    tokenize: Callable[[list[str]], list[list[int]]],
+    out: str | os.PathLike,
+    *,
+    field: str | None = None,
+    chunk_lines: int = 256,
+    sort_depth: int = 16,
+    restart: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    **meta: Any,
+) -> Datastore:
     """Tokenize a JSONL corpus into a datastore at ``out``, resumably.
 
     Tokenized chunks of ``chunk_lines`` lines are checkpointed in ``OUT.partial/`` (each

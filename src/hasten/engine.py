@@ -47,9 +47,18 @@ class Committer:
     """Appends accepted tokens, enforcing eos, stop strings, the token budget and the
     context length; streams exactly what it keeps."""
 
-    def __init__(self, prompt: list[int], max_new_tokens: int, context_length: int | None,
-                 eos_ids: set[int], stop: Sequence[str], tokenizer, streamer: Streamer | None,
-                 track_seen: int | None, device):
+    def __init__(
+        self,
+        prompt: list[int],
+        max_new_tokens: int,
+        context_length: int | None,
+        eos_ids: set[int],
+        stop: Sequence[str],
+        tokenizer,
+        streamer: Streamer | None,
+        track_seen: int | None,
+        device,
+    ):
         self.tokens = list(prompt)
         self.prompt_len = len(prompt)
         self.limit = max_new_tokens
@@ -71,7 +80,7 @@ class Committer:
         return bool(self.finish_reason)
 
     def _stop_string_hit(self) -> bool:
-        text = self.tokenizer.decode(self.tokens[self.prompt_len:])
+        text = self.tokenizer.decode(self.tokens[self.prompt_len :])
         return any(s in text for s in self.stop)
 
     def commit(self, new: list[int]) -> int:
@@ -105,8 +114,10 @@ def _prompt_list(input_ids) -> list[int]:
     if isinstance(input_ids, torch.Tensor):
         if input_ids.dim() == 2:
             if input_ids.shape[0] != 1:
-                raise ValueError(f"batch size {input_ids.shape[0]}: hasten.generate decodes one sequence "
-                                 "at a time (batch size 1); loop over prompts")
+                raise ValueError(
+                    f"batch size {input_ids.shape[0]}: hasten.generate decodes one sequence "
+                    "at a time (batch size 1); loop over prompts"
+                )
             input_ids = input_ids[0]
         if input_ids.dim() != 1:
             raise ValueError(f"input_ids must have shape (1, T) or (T,), got {tuple(input_ids.shape)}")
@@ -116,8 +127,15 @@ def _prompt_list(input_ids) -> list[int]:
     return [int(t) for t in input_ids]
 
 
-def _plain_loop(target: Target, cache, run: Committer, params: SamplingParams,
-                draws: PositionDraws | None, stats: GenerationStats, t0: float) -> None:
+def _plain_loop(
+    target: Target,
+    cache,
+    run: Committer,
+    params: SamplingParams,
+    draws: PositionDraws | None,
+    stats: GenerationStats,
+    t0: float,
+) -> None:
     """Reference path: one target forward per token (sampled with position-keyed draws)."""
     logits = target.forward(cache, run.tokens, last_only=True)
     run.commit(_choose_next(logits, run, params, draws))
@@ -129,8 +147,9 @@ def _plain_loop(target: Target, cache, run: Committer, params: SamplingParams,
         stats.drafted.append(0)
 
 
-def _choose_next(logits: torch.Tensor, run: Committer, params: SamplingParams,
-                 draws: PositionDraws | None) -> list[int]:
+def _choose_next(
+    logits: torch.Tensor, run: Committer, params: SamplingParams, draws: PositionDraws | None
+) -> list[int]:
     scores = process_logits(logits, params, _seen(run))
     return choose_tokens(scores, params, draws=None if draws is None else draws([len(run.tokens)])).tolist()
 
@@ -139,9 +158,15 @@ def _seen(run: Committer) -> torch.Tensor | None:
     return None if run.seen is None else run.seen.unsqueeze(0)
 
 
-def _verify(target: Target, cache, run: Committer, draft: DraftTree, params: SamplingParams,
-            generator: torch.Generator,
-            draws: PositionDraws | None) -> tuple[list[int], int, list[int] | None, torch.Tensor]:
+def _verify(
+    target: Target,
+    cache,
+    run: Committer,
+    draft: DraftTree,
+    params: SamplingParams,
+    generator: torch.Generator,
+    draws: PositionDraws | None,
+) -> tuple[list[int], int, list[int] | None, torch.Tensor]:
     """One verification step: target forward over root + draft, then the acceptance rule:
     greedy, position-keyed sampling (row r predicts position len(tokens) + depth(r)), or
     the speculative sampling rule for drafts with ``draft_probs`` when ``draws`` is None.
@@ -174,9 +199,18 @@ def _verify(target: Target, cache, run: Committer, draft: DraftTree, params: Sam
     return path, nxt, row_tokens, scores
 
 
-def _speculative_loop(target: Target, cache, run: Committer, drafter, params: SamplingParams,
-                      generator: torch.Generator, draws: PositionDraws | None, stats: GenerationStats,
-                      t0: float, budget: DraftBudget | None) -> None:
+def _speculative_loop(
+    target: Target,
+    cache,
+    run: Committer,
+    drafter,
+    params: SamplingParams,
+    generator: torch.Generator,
+    draws: PositionDraws | None,
+    stats: GenerationStats,
+    t0: float,
+    budget: DraftBudget | None,
+) -> None:
     """Prefill all but the last prompt token, so the very first step already verifies a
     draft with the last prompt token as its root."""
     if len(run.tokens) > 1:
@@ -205,13 +239,28 @@ def _speculative_loop(target: Target, cache, run: Committer, drafter, params: Sa
             drafter.on_accept(VerifiedStep(run.tokens, draft, path, nxt, row_tokens, scores, root_position))
 
 
-def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: int = 128,
-             draft_model=None, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, repetition_penalty: float = 1.0, eos_token_id=None,
-             stop: Iterable[str] | str | None = None, tokenizer=None, seed: int | None = None,
-             streamer: Streamer | None = None, method_options: dict[str, Any] | None = None,
-             draft_budget: BudgetConfig | str | None = "auto", kv_cache: str = "dynamic",
-             attention_mask=None) -> GenerationResult:
+def generate(
+    model: torch.nn.Module,
+    input_ids,
+    *,
+    method=None,
+    max_new_tokens: int = 128,
+    draft_model=None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    eos_token_id=None,
+    stop: Iterable[str] | str | None = None,
+    tokenizer=None,
+    seed: int | None = None,
+    streamer: Streamer | None = None,
+    method_options: dict[str, Any] | None = None,
+    draft_budget: BudgetConfig | str | None = "auto",
+    kv_cache: str = "dynamic",
+    attention_mask=None,
+) -> GenerationResult:
     """Generate up to ``max_new_tokens`` tokens after ``input_ids``, losslessly accelerated.
 
     Args:
@@ -273,8 +322,10 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     params = SamplingParams(do_sample, temperature, top_k, top_p, repetition_penalty)
     options = dict(method_options or {})
     if method is None and (draft_model is not None or options):
-        raise ValueError("draft_model= and method_options= need a method (e.g. method='draft_model'); "
-                         "plain decoding (method=None) takes neither")
+        raise ValueError(
+            "draft_model= and method_options= need a method (e.g. method='draft_model'); "
+            "plain decoding (method=None) takes neither"
+        )
     if draft_model is not None:
         options["draft_model"] = draft_model
     drafter = None if method is None else build_drafter(method, **options)
@@ -287,14 +338,18 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     target = resolve_target(model)
     model = target.model  # the module itself when a CompiledModel was passed
     if drafter is not None and getattr(drafter, "needs_torch_target", False) and target.backend != "transformers":
-        raise ValueError(f"method {stats_name(drafter)!r} runs parts of the target model itself and needs a "
-                         f"transformers model; on the {target.backend} backend use a model-free drafter "
-                         f"({', '.join(target.supported_methods())})")
+        raise ValueError(
+            f"method {stats_name(drafter)!r} runs parts of the target model itself and needs a "
+            f"transformers model; on the {target.backend} backend use a model-free drafter "
+            f"({', '.join(target.supported_methods())})"
+        )
     if not prompt:
         raise ValueError("empty prompt: give at least one token (e.g. the BOS token)")
     if target.context_length is not None and len(prompt) >= target.context_length:
-        raise ValueError(f"prompt has {len(prompt)} tokens but the model's context length is "
-                         f"{target.context_length}; shorten the prompt")
+        raise ValueError(
+            f"prompt has {len(prompt)} tokens but the model's context length is "
+            f"{target.context_length}; shorten the prompt"
+        )
     if kv_cache not in ("dynamic", "static"):
         raise ValueError(f"kv_cache must be 'dynamic' or 'static', got {kv_cache!r}")
     if max_new_tokens < 1:
@@ -310,10 +365,18 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
         generator.manual_seed(seed)
     keyed = not params.greedy and (drafter is None or not drafter.proposes_distributions)
     draws = PositionDraws(seed) if keyed else None
-    run = Committer(prompt, max_new_tokens, target.context_length, target.eos_ids(eos_token_id), stop,
-                     tokenizer, streamer, target.vocab_size if params.uses_history else None, target.device)
-    stats = GenerationStats(method="ar" if drafter is None else stats_name(drafter),
-                            prompt_tokens=len(prompt))
+    run = Committer(
+        prompt,
+        max_new_tokens,
+        target.context_length,
+        target.eos_ids(eos_token_id),
+        stop,
+        tokenizer,
+        streamer,
+        target.vocab_size if params.uses_history else None,
+        target.device,
+    )
+    stats = GenerationStats(method="ar" if drafter is None else stats_name(drafter), prompt_tokens=len(prompt))
     with torch.inference_mode():
         t0 = time.perf_counter()
         if drafter is None:
@@ -333,5 +396,5 @@ def generate(model: torch.nn.Module, input_ids, *, method=None, max_new_tokens: 
     stats.forward_seconds = target.forward_seconds
     stats.finish_reason = run.finish_reason
     sequences = torch.tensor([pads + run.tokens], dtype=torch.long)
-    text = tokenizer.decode(run.tokens[len(prompt):], skip_special_tokens=True) if tokenizer is not None else None
+    text = tokenizer.decode(run.tokens[len(prompt) :], skip_special_tokens=True) if tokenizer is not None else None
     return GenerationResult(sequences, stats, text)

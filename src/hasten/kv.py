@@ -16,8 +16,15 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["new_cache", "attention_windows", "cache_length", "rollback", "keep_rows", "cache_kwarg",
-           "PreallocatedLayer"]
+__all__ = [
+    "new_cache",
+    "attention_windows",
+    "cache_length",
+    "rollback",
+    "keep_rows",
+    "cache_kwarg",
+    "PreallocatedLayer",
+]
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:
@@ -54,13 +61,13 @@ class PreallocatedLayer(DynamicLayer):
         self._keys_buffer = torch.empty(shape_k, dtype=key_like.dtype, device=key_like.device)
         self._values_buffer = torch.empty(shape_v, dtype=value_like.dtype, device=value_like.device)
         if old_k is not None and self.length:
-            self._keys_buffer[..., :self.length, :].copy_(old_k[..., :self.length, :])
-            self._values_buffer[..., :self.length, :].copy_(old_v[..., :self.length, :])
+            self._keys_buffer[..., : self.length, :].copy_(old_k[..., : self.length, :])
+            self._values_buffer[..., : self.length, :].copy_(old_v[..., : self.length, :])
         self.capacity = capacity
 
     def _publish(self) -> None:
-        self.keys = self._keys_buffer[..., :self.length, :]
-        self.values = self._values_buffer[..., :self.length, :]
+        self.keys = self._keys_buffer[..., : self.length, :]
+        self.values = self._values_buffer[..., : self.length, :]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
@@ -68,8 +75,8 @@ class PreallocatedLayer(DynamicLayer):
         new = key_states.shape[-2]
         if self.length + new > self.capacity:
             self._allocate(key_states, value_states, max(2 * self.capacity, self.length + new))
-        self._keys_buffer[..., self.length:self.length + new, :].copy_(key_states)
-        self._values_buffer[..., self.length:self.length + new, :].copy_(value_states)
+        self._keys_buffer[..., self.length : self.length + new, :].copy_(key_states)
+        self._values_buffer[..., self.length : self.length + new, :].copy_(value_states)
         self.length += new
         self._publish()
         return self.keys, self.values
@@ -86,8 +93,8 @@ class PreallocatedLayer(DynamicLayer):
     def keep(self, start: int, index: torch.Tensor) -> None:
         """Keep tokens ``[0, start)`` then those at ``index`` (absolute, ascending), in place."""
         n = index.numel()
-        self._keys_buffer[..., start:start + n, :] = self._keys_buffer.index_select(2, index)
-        self._values_buffer[..., start:start + n, :] = self._values_buffer.index_select(2, index)
+        self._keys_buffer[..., start : start + n, :] = self._keys_buffer.index_select(2, index)
+        self._values_buffer[..., start : start + n, :] = self._values_buffer.index_select(2, index)
         self.length = start + n
         self._publish()
 
@@ -110,8 +117,10 @@ def new_cache(model: torch.nn.Module, preallocate: bool = False) -> DynamicCache
         if getattr(layer, "is_sliding", False) and hasattr(layer, "activate_past_recording"):
             layer.activate_past_recording()
         if not hasattr(layer, "crop") or not getattr(layer, "is_croppable", True):
-            raise ValueError(f"{type(layer).__name__} cache layers cannot be rolled back; "
-                             "speculative decoding needs an attention KV cache")
+            raise ValueError(
+                f"{type(layer).__name__} cache layers cannot be rolled back; "
+                "speculative decoding needs an attention KV cache"
+            )
     return cache
 
 
@@ -119,8 +128,10 @@ def attention_windows(model: torch.nn.Module) -> list[int | None]:
     """Per decoder layer, the sliding window of a sliding-window attention layer (a key
     at position j is visible from position p when p - window < j <= p), or None for full
     attention, as the layers of :func:`new_cache` will hold them."""
-    return [layer.sliding_window if getattr(layer, "is_sliding", False) else None
-            for layer in DynamicCache(config=model.config).layers]
+    return [
+        layer.sliding_window if getattr(layer, "is_sliding", False) else None
+        for layer in DynamicCache(config=model.config).layers
+    ]
 
 
 def cache_length(cache: DynamicCache) -> int:

@@ -23,10 +23,14 @@ from .tree import tree_layout
 __all__ = ["tree_attention_inputs"]
 
 
-def tree_attention_inputs(start: int, parents: Sequence[int], windows: Sequence[int | None],
-                          layer_types: Sequence[str] | None, dtype: torch.dtype,
-                          device: torch.device | str = "cpu"
-                          ) -> tuple[torch.Tensor, torch.Tensor | dict[str, torch.Tensor]]:
+def tree_attention_inputs(
+    start: int,
+    parents: Sequence[int],
+    windows: Sequence[int | None],
+    layer_types: Sequence[str] | None,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor | dict[str, torch.Tensor]]:
     """Position ids (1, N+1) int64 and the 4-D additive mask (1, 1, N+1, start+N+1) of ``dtype``
     for the root plus the N draft nodes with ``parents`` (root = -1), after ``start`` cached tokens.
 
@@ -57,14 +61,16 @@ def tree_attention_inputs(start: int, parents: Sequence[int], windows: Sequence[
             return additive(allowed)
         key_pos = torch.cat([torch.arange(start), query_pos])
         visible = allowed & (key_pos[None, :] > query_pos[:, None] - window)
-        return additive(visible[:, max(0, start - window + 1):])
+        return additive(visible[:, max(0, start - window + 1) :])
 
     distinct = dict.fromkeys(windows)
     if len(distinct) == 1:
         return positions, for_window(next(iter(distinct)))
     if not layer_types or len(layer_types) != len(windows):
-        raise ValueError("tree verification of a model whose layers have different attention windows needs "
-                         "config.layer_types to map each layer to its mask")
+        raise ValueError(
+            "tree verification of a model whose layers have different attention windows needs "
+            "config.layer_types to map each layer to its mask"
+        )
     window_of: dict[str, int | None] = {}
     for layer_type, window in zip(layer_types, windows):
         if window_of.setdefault(layer_type, window) != window:

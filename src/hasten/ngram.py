@@ -19,13 +19,12 @@ def continuation(tokens: list[int], match_end: int, length: int) -> list[int]:
     Example: tokens [1, 2, 3, 1, 2], match_end 1 (the earlier "1 2"), length 4 ->
     [3, 1, 2, 3]: the copy runs into the suffix and continues with period 3.
     """
-    extended = list(tokens[match_end + 1:])
+    extended = list(tokens[match_end + 1 :])
     period = len(extended)
     out = extended[:length]
     while len(out) < length:
         out.append(out[len(out) - period])
     return out
-
 
 
 class NgramIndex:
@@ -44,7 +43,7 @@ class NgramIndex:
 
     def sync(self, tokens: list[int]) -> None:
         """Index ``tokens``: entries whose n-gram or successor changed are dropped first."""
-        common = len(self.tokens) if tokens[:len(self.tokens)] == self.tokens else 0
+        common = len(self.tokens) if tokens[: len(self.tokens)] == self.tokens else 0
         if not common:
             limit = min(len(tokens), len(self.tokens))
             while common < limit and tokens[common] == self.tokens[common]:
@@ -57,7 +56,7 @@ class NgramIndex:
                 if not ends:
                     del self.table[key]
         for end in range(len(self.log), len(tokens) - 1):
-            keys = [tuple(tokens[end + 1 - n:end + 1]) for n in range(self.min_n, self.max_n + 1) if end + 1 >= n]
+            keys = [tuple(tokens[end + 1 - n : end + 1]) for n in range(self.min_n, self.max_n + 1) if end + 1 >= n]
             for key in keys:
                 self.table.setdefault(key, []).append(end)
             self.log.append(keys)
@@ -86,7 +85,7 @@ def latest_match_reference(tokens: list[int], min_n: int, max_n: int, length: in
             continue
         suffix = tokens[-n:]
         for end in range(len(tokens) - 2, n - 2, -1):
-            if tokens[end - n + 1:end + 1] == suffix:
+            if tokens[end - n + 1 : end + 1] == suffix:
                 return continuation(tokens, end, length)
     return []
 
@@ -109,7 +108,7 @@ class SuffixIndex:
     def extend(self, tokens: list[int]) -> None:
         for end in range(self.indexed, len(tokens) - 1):
             for n in range(1, min(self.ngram, end + 1) + 1):
-                self.tables[n].setdefault(tuple(tokens[end + 1 - n:end + 1]), []).append(end)
+                self.tables[n].setdefault(tuple(tokens[end + 1 - n : end + 1]), []).append(end)
         self.indexed = max(self.indexed, len(tokens) - 1)
 
     def match(self, tokens: list[int], max_match: int, max_occurrences: int) -> list[tuple[int, int]]:
@@ -147,5 +146,3 @@ def match_reference(tokens: list[int], max_match: int) -> dict[int, int]:
         if length:
             out[end] = length
     return out
-
-

@@ -40,35 +40,23 @@ def split_left_padding(input_ids, attention_mask=None) -> tuple[list[int], objec
     """
     if hasattr(input_ids, "keys") and "input_ids" in input_ids:  # BatchEncoding / dict
         if attention_mask is not None and input_ids.get("attention_mask") is not None:
-            raise ValueError(
-                "attention_mask given twice: in input_ids and as attention_mask="
-            )
+            raise ValueError("attention_mask given twice: in input_ids and as attention_mask=")
         if attention_mask is None:
             attention_mask = input_ids.get("attention_mask")
         input_ids = input_ids["input_ids"]
     if attention_mask is None or (
-        isinstance(input_ids, torch.Tensor)
-        and input_ids.dim() == 2
-        and input_ids.shape[0] != 1
+        isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 and input_ids.shape[0] != 1
     ):
         return (
             [],
             input_ids,
         )  # no mask, or a batch the engine refuses with its own message
     mask = torch.as_tensor(attention_mask).reshape(-1).tolist()
-    ids = (
-        input_ids.reshape(-1).tolist()
-        if isinstance(input_ids, torch.Tensor)
-        else list(input_ids)
-    )
+    ids = input_ids.reshape(-1).tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
     if len(mask) != len(ids):
-        raise ValueError(
-            f"attention_mask has {len(mask)} positions but input_ids has {len(ids)}"
-        )
+        raise ValueError(f"attention_mask has {len(mask)} positions but input_ids has {len(ids)}")
     pads = next((i for i, m in enumerate(mask) if m), len(mask))
-    if any(not m for m in mask[pads:]) or any(
-        m not in (0, 1, True, False) for m in mask
-    ):
+    if any(not m for m in mask[pads:]) or any(m not in (0, 1, True, False) for m in mask):
         raise ValueError(
             "attention_mask must be 0 for leading pads and 1 for every later position; right padding "
             "or masked positions inside the prompt are not supported (strip them)"

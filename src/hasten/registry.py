@@ -58,8 +58,14 @@ class Registry(Generic[T]):
             :class:`UnknownNameError` keeps old ``except`` clauses working).
     """
 
-    def __init__(self, kind: str, builtin_modules: Iterable[str] = (), *, optional_modules: bool = False,
-                 error: type[UnknownNameError] = UnknownNameError) -> None:
+    def __init__(
+        self,
+        kind: str,
+        builtin_modules: Iterable[str] = (),
+        *,
+        optional_modules: bool = False,
+        error: type[UnknownNameError] = UnknownNameError,
+    ) -> None:
         self.kind = kind
         self._modules = tuple(builtin_modules)
         self._optional = optional_modules

@@ -71,15 +71,20 @@ class GenerationStats:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.update(steps=self.steps, mean_accepted_tokens=self.mean_accepted_tokens,
-                   tokens_per_second=self.tokens_per_second,
-                   forward_passes_per_token=self.forward_passes_per_token)
+        out.update(
+            steps=self.steps,
+            mean_accepted_tokens=self.mean_accepted_tokens,
+            tokens_per_second=self.tokens_per_second,
+            forward_passes_per_token=self.forward_passes_per_token,
+        )
         return out
 
     def summary_line(self) -> str:
-        return (f"{self.new_tokens} tokens in {self.total_seconds:.2f}s: {self.tokens_per_second:.1f} tok/s, "
-                f"mean accepted tokens {self.mean_accepted_tokens:.2f}, "
-                f"{self.forward_passes_per_token:.2f} forward passes/token ({self.method}, {self.finish_reason})")
+        return (
+            f"{self.new_tokens} tokens in {self.total_seconds:.2f}s: {self.tokens_per_second:.1f} tok/s, "
+            f"mean accepted tokens {self.mean_accepted_tokens:.2f}, "
+            f"{self.forward_passes_per_token:.2f} forward passes/token ({self.method}, {self.finish_reason})"
+        )
 
 
 @dataclass

@@ -27,7 +27,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["SamplingParams", "process_logits", "presence_rows", "seen_mask", "choose_tokens", "PositionDraws", "top_p_drop"]
+__all__ = [
+    "SamplingParams",
+    "process_logits",
+    "presence_rows",
+    "seen_mask",
+    "choose_tokens",
+    "PositionDraws",
+    "top_p_drop",
+]
 
 
 @dataclass(frozen=True)
@@ -88,8 +96,7 @@ def seen_mask(tokens: list[int], vocab_size: int, device: torch.device | str | N
     return seen
 
 
-def presence_rows(base: torch.Tensor, path_tokens: torch.Tensor | None,
-                  ancestors: torch.Tensor | None) -> torch.Tensor:
+def presence_rows(base: torch.Tensor, path_tokens: torch.Tensor | None, ancestors: torch.Tensor | None) -> torch.Tensor:
     """Which tokens each scored row has already seen, for the repetition penalty.
 
     Args:
@@ -112,8 +119,7 @@ def presence_rows(base: torch.Tensor, path_tokens: torch.Tensor | None,
     return torch.cat([base.unsqueeze(0), seen_on_path | base.unsqueeze(0)], dim=0)
 
 
-def process_logits(logits: torch.Tensor, params: SamplingParams,
-                   seen: torch.Tensor | None = None) -> torch.Tensor:
+def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None) -> torch.Tensor:
     """Apply repetition penalty and (when sampling) temperature, top-k and top-p.
 
     Args:
@@ -133,8 +139,7 @@ def process_logits(logits: torch.Tensor, params: SamplingParams,
     if params.uses_history:
         if seen is None:
             raise ValueError("repetition_penalty != 1 needs the seen-token mask")
-        penalized = torch.where(scores < 0, scores * params.repetition_penalty,
-                                scores / params.repetition_penalty)
+        penalized = torch.where(scores < 0, scores * params.repetition_penalty, scores / params.repetition_penalty)
         scores = torch.where(seen, penalized, scores)
     if params.greedy:
         return scores
@@ -193,8 +198,12 @@ def top_p_drop(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return drop
 
 
-def choose_tokens(scores: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None,
-                  draws: Sequence[float] | None = None) -> torch.Tensor:
+def choose_tokens(
+    scores: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator | None = None,
+    draws: Sequence[float] | None = None,
+) -> torch.Tensor:
     """One token per row from processed logits.
 
     Args:

@@ -71,9 +71,9 @@ def greedy_accept(draft_tokens: list[int], target_tokens: list[int]) -> tuple[li
     return list(range(accepted)), target_tokens[accepted]
 
 
-def speculative_sample_accept(draft_tokens: torch.Tensor, draft_probs: torch.Tensor,
-                              target_probs: torch.Tensor,
-                              generator: torch.Generator | None) -> tuple[list[int], int]:
+def speculative_sample_accept(
+    draft_tokens: torch.Tensor, draft_probs: torch.Tensor, target_probs: torch.Tensor, generator: torch.Generator | None
+) -> tuple[list[int], int]:
     """Speculative sampling over a chain drafted by sampling from ``draft_probs``.
 
     Args:
@@ -107,9 +107,13 @@ def speculative_sample_accept(draft_tokens: torch.Tensor, draft_probs: torch.Ten
     return list(range(first)), int(nxt)
 
 
-def recursive_rejection_walk(children: tuple[dict, ...], tokens: tuple[int, ...], draft_probs: torch.Tensor,
-                             target_probs: torch.Tensor,
-                             generator: torch.Generator | None) -> tuple[list[int], int]:
+def recursive_rejection_walk(
+    children: tuple[dict, ...],
+    tokens: tuple[int, ...],
+    draft_probs: torch.Tensor,
+    target_probs: torch.Tensor,
+    generator: torch.Generator | None,
+) -> tuple[list[int], int]:
     """Recursive rejection sampling down a tree whose siblings were drawn *without
     replacement* from the draft distribution at their parent (Jeon et al., "Recursive
     Speculative Decoding: Accelerating LLM Inference via Sampling Without Replacement",

@@ -60,8 +60,9 @@ def test_continuous_sd_with_a_twin_draft_accepts_everything():
     twin = tiny_continuous(seed=0, draft_seed=0)
     _, stats = ha.generate(twin, LABELS, "continuous_sd", seed=1, head_steps=4, gamma=3)
     assert stats.acceptance_rate > 0.99
-    _, other = ha.generate(tiny_continuous(seed=0, draft_seed=7), LABELS, "continuous_sd", seed=1, head_steps=4,
-                           gamma=3)
+    _, other = ha.generate(
+        tiny_continuous(seed=0, draft_seed=7), LABELS, "continuous_sd", seed=1, head_steps=4, gamma=3
+    )
     assert other.acceptance_rate < 0.9  # a different draft is rejected sometimes
 
 

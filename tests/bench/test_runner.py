@@ -20,9 +20,18 @@ QUESTIONS = [
     Question("321", "qa", "qa", ("abcabcabcabc abcabc abc",)),
 ]
 TOO_LONG = Question("999", "rag", "rag", ("x" * 400,))  # beyond the tiny model's 256-token context
-META = {"model": "tiny-random", "dtype": "float32", "methods": ["ar", "prompt_lookup", "hf_greedy"], "runs": 1,
-        "max_new_tokens": 12, "sampling": {"greedy": True}, "questions": [], "max_turns": None,
-        "contenders": {}, "oracle": {"speedup": 3.0, "k": 7}}
+META = {
+    "model": "tiny-random",
+    "dtype": "float32",
+    "methods": ["ar", "prompt_lookup", "hf_greedy"],
+    "runs": 1,
+    "max_new_tokens": 12,
+    "sampling": {"greedy": True},
+    "questions": [],
+    "max_turns": None,
+    "contenders": {},
+    "oracle": {"speedup": 3.0, "k": 7},
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +65,7 @@ def start(runner, resume=False):
 
 def results_section(out_dir) -> str:
     text = render_report(out_dir).read_text()
-    return text[text.index("## Results"):]
+    return text[text.index("## Results") :]
 
 
 def test_rotated():
@@ -193,8 +202,9 @@ def test_audit_margin_is_taken_on_the_penalized_scores_greedy_chose_from(tiny, t
     sampling = SamplingParams(repetition_penalty=1.5)
     plain = build_contenders(["ar"], PeerContext(model, "tiny-random", clock))
     settings = BenchSettings(max_new_tokens=12, warmup=0, request=Request(1, sampling))
-    runner = BenchRunner(model, tok, plain + [OffByOne(plain[0], 3, len(tok))], settings, tmp_path, clock=clock,
-                         progress=False)
+    runner = BenchRunner(
+        model, tok, plain + [OffByOne(plain[0], 3, len(tok))], settings, tmp_path, clock=clock, progress=False
+    )
     runner.prepare(META, resume=False)
     runner.run(QUESTIONS[1:2])
     records = read_records(tmp_path / RECORDS_FILE)
@@ -243,13 +253,23 @@ def test_dtype_variant_is_audited_against_plain_decoding_in_its_dtype(tiny, tmp_
     settings = BenchSettings(max_new_tokens=12, warmup=0)
     with pytest.raises(ValueError, match="ar@float64"):
         BenchRunner(model, tok, [contenders[0], contenders[2]], settings, tmp_path / "bad", clock=clock, progress=False)
-    runner = BenchRunner(model, tok, contenders, settings, tmp_path / "run", clock=clock, progress=False,
-                         variant_models={"float64": model64})
+    runner = BenchRunner(
+        model,
+        tok,
+        contenders,
+        settings,
+        tmp_path / "run",
+        clock=clock,
+        progress=False,
+        variant_models={"float64": model64},
+    )
     runner.prepare(META | {"methods": names}, resume=False)
     runner.run(QUESTIONS[1:])
     audits = [r for r in read_records(tmp_path / "run" / RECORDS_FILE) if r["kind"] == "audit"]
-    assert {(a["method"], a["baseline"]) for a in audits} == {("prompt_lookup@float64", "ar@float64"),
-                                                             ("hf_greedy@float64", "ar@float64")}
+    assert {(a["method"], a["baseline"]) for a in audits} == {
+        ("prompt_lookup@float64", "ar@float64"),
+        ("hf_greedy@float64", "ar@float64"),
+    }
     assert all(a["exact"] for a in audits)
     report = render_report(tmp_path / "run").read_text()
     assert "`prompt_lookup@float64` | `ar@float64` | 100% (2/2)" in report
@@ -274,8 +294,9 @@ def test_sampling_run_audits_the_draft_free_methods(tiny, tmp_path):
     request = Request(max_new_tokens=1, sampling=SamplingParams(do_sample=True, temperature=0.9, top_p=0.95), seed=5)
     settings = BenchSettings(max_new_tokens=12, warmup=1, warmup_tokens=4, request=request)
     runner = BenchRunner(model, tok, contenders, settings, tmp_path, clock=clock, progress=False)
-    meta = dict(META, sampling={"greedy": False, "do_sample": True},
-                contenders={c.name: c.describe() for c in contenders})
+    meta = dict(
+        META, sampling={"greedy": False, "do_sample": True}, contenders={c.name: c.describe() for c in contenders}
+    )
     runner.prepare(meta, resume=False)
     runner.warm_up(QUESTIONS)
     runner.run(QUESTIONS)
@@ -283,12 +304,19 @@ def test_sampling_run_audits_the_draft_free_methods(tiny, tmp_path):
     audits = [r for r in records if r["kind"] == "audit"]
     assert {r["method"] for r in audits} == {"prompt_lookup", "trie", "off_by_one"}
     assert all(r["exact"] for r in audits if r["method"] != "off_by_one")
-    assert all(not r["exact"] and r["first_diff"] == 0 and r["margin"] is None
-               for r in audits if r["method"] == "off_by_one")
-    outputs = {(r["question_id"], r["turn"]): r["output_ids"] for r in records
-               if r["kind"] == "generation" and r["method"] == "ar"}
-    greedy = build_contenders(["ar"], ctx)[0].generate(
-        encode_chat(tok, build_messages(QUESTIONS[1].turns, [])), Request(max_new_tokens=12)).new_ids
+    assert all(
+        not r["exact"] and r["first_diff"] == 0 and r["margin"] is None for r in audits if r["method"] == "off_by_one"
+    )
+    outputs = {
+        (r["question_id"], r["turn"]): r["output_ids"]
+        for r in records
+        if r["kind"] == "generation" and r["method"] == "ar"
+    }
+    greedy = (
+        build_contenders(["ar"], ctx)[0]
+        .generate(encode_chat(tok, build_messages(QUESTIONS[1].turns, [])), Request(max_new_tokens=12))
+        .new_ids
+    )
     assert outputs[("161", 0)] != greedy  # it did sample
     text = render_report(tmp_path).read_text()
     assert "Sampling run" in text and "`hf_greedy`: outputs differ by design" in text

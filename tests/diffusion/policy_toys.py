@@ -6,7 +6,9 @@ import torch
 
 from hasten.diffusion.models.reach_policy import ReachDenoiser, ReachPolicy, ReachPolicyConfig
 
-TINY = ReachPolicyConfig(horizon=8, width=16, depth=2, heads=2, mlp_ratio=2, train_timesteps=20, sample_steps=5, execute_steps=8)
+TINY = ReachPolicyConfig(
+    horizon=8, width=16, depth=2, heads=2, mlp_ratio=2, train_timesteps=20, sample_steps=5, execute_steps=8
+)
 
 
 def tiny_policy(seed: int = 0, config: ReachPolicyConfig = TINY) -> ReachPolicy:

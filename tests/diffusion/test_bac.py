@@ -64,9 +64,7 @@ def test_scheduler_matches_brute_force_on_random_problems(trial):
     for k in range(1, min(4, s) + 1):
         steps = schedule_updates(similarity, k)
         assert steps[0] == 0 and len(set(steps)) == k == len(steps) and list(steps) == sorted(steps)
-        best = max(
-            objective_by_hand(similarity, (0, *rest)) for rest in itertools.combinations(range(1, s), k - 1)
-        )
+        best = max(objective_by_hand(similarity, (0, *rest)) for rest in itertools.combinations(range(1, s), k - 1))
         assert objective_by_hand(similarity, steps) == pytest.approx(best, abs=1e-12)
         assert schedule_objective(similarity, steps) == pytest.approx(best, abs=1e-12)
         reference = schedule_updates_reference(similarity, k)
@@ -205,7 +203,9 @@ def test_build_schedule_uses_the_budget_then_the_union():
     assert [len(s) for s in plain.update_steps] == [4, 4, 4, 4]
     assert plain.update_steps[2] == schedule_updates(statistics.similarity[2], 4)
     bubbled = build_schedule(statistics, 4, ffn, 4)
-    assert bubbled.update_steps[0] == tuple(sorted({*plain.update_steps[0], *plain.update_steps[1], *plain.update_steps[3]}))
+    assert bubbled.update_steps[0] == tuple(
+        sorted({*plain.update_steps[0], *plain.update_steps[1], *plain.update_steps[3]})
+    )
     assert bubbled.update_steps[3] == plain.update_steps[3]
 
 

@@ -24,8 +24,19 @@ from hasten.diffusion.bench.suite import DiffusionSuite, Setting  # noqa: E402
 from hasten.diffusion.models.digits import DigitClassifier  # noqa: E402
 from hasten.diffusion.tstitch import TStitchConfig  # noqa: E402
 
-DETERMINISTIC_FIELDS = ("model", "method", "setting", "seed", "skipped_fraction", "psnr", "ssim", "rel_l1",
-                        "accuracy", "deterministic", "repeats")
+DETERMINISTIC_FIELDS = (
+    "model",
+    "method",
+    "setting",
+    "seed",
+    "skipped_fraction",
+    "psnr",
+    "ssim",
+    "rel_l1",
+    "accuracy",
+    "deterministic",
+    "repeats",
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +48,11 @@ class ThreeSettings(DigitsSuite):
     """The tiny suite with a hasten cache, T-Stitch and a diffusers peer only."""
 
     def settings(self, quick):
-        return [Setting("static", "interval=2, warmup=1", hd.StaticCacheConfig(interval=2, warmup_steps=1)),
-                Setting("tstitch", "fraction=0.5", TStitchConfig(0.5)),
-                Setting("diffusers_fbc", "threshold=0.10", {"threshold": 0.10})]
+        return [
+            Setting("static", "interval=2, warmup=1", hd.StaticCacheConfig(interval=2, warmup_steps=1)),
+            Setting("tstitch", "fraction=0.5", TStitchConfig(0.5)),
+            Setting("diffusers_fbc", "threshold=0.10", {"threshold": 0.10}),
+        ]
 
 
 class Interrupted(ThreeSettings):
@@ -56,8 +69,9 @@ class Interrupted(ThreeSettings):
 
 def _tiny(cls, classifier, **kwargs):
     suite = DigitsSuite.tiny(classifier=classifier)
-    new = cls(suite.model, suite.small_model, steps=suite.steps, images=suite.images, classifier=classifier,
-              name=suite.name)
+    new = cls(
+        suite.model, suite.small_model, steps=suite.steps, images=suite.images, classifier=classifier, name=suite.name
+    )
     for key, value in kwargs.items():
         setattr(new, key, value)
     return new
@@ -72,8 +86,17 @@ def _options(out: Path, suite, **kwargs) -> BenchOptions:
 
 def test_records_round_trip_through_the_log(tmp_path):
     records = [
-        {"model": "m", "method": "uncached", "setting": "-", "seed": 0, "psnr": math.inf, "ssim": 1.0,
-         "rel_l1": 0.0, "speedup": 1.0, "extra": {"calls": 5.0, "worst": -math.inf}},
+        {
+            "model": "m",
+            "method": "uncached",
+            "setting": "-",
+            "seed": 0,
+            "psnr": math.inf,
+            "ssim": 1.0,
+            "rel_l1": 0.0,
+            "speedup": 1.0,
+            "extra": {"calls": 5.0, "worst": -math.inf},
+        },
         {"model": "m", "method": "static", "setting": "interval=2", "seed": 0, "psnr": 31.5, "speedup": 1.7},
         {"model": "m", "method": "first_block", "setting": "inf", "seed": 1, "error": "ValueError: inf"},
     ]
@@ -125,8 +148,11 @@ def test_pareto_front_example():
 
 
 def test_pareto_plot_draws_infinite_values(tmp_path):
-    rows = [{"method": "uncached", "speedup": 1.0, "psnr": math.inf}, {"method": "static", "speedup": 2.0, "psnr": 35.0},
-            {"method": "bad", "error": "x"}]
+    rows = [
+        {"method": "uncached", "speedup": 1.0, "psnr": math.inf},
+        {"method": "static", "speedup": 2.0, "psnr": 35.0},
+        {"method": "bad", "error": "x"},
+    ]
     pareto_plot(rows, "psnr", True, tmp_path / "p.png", "t")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError):
@@ -165,8 +191,17 @@ def test_quick_harness_end_to_end_on_a_tiny_dit(tmp_path, classifier):
     records = read_bench_records(out / "records.jsonl")
     expected = [("uncached", "-")] + [(s.method, s.label) for s in suite.settings(quick=True)]
     assert [(r["method"], r["setting"]) for r in records] == expected
-    assert {m for m, _ in expected} >= {"static", "delta_dit", "first_block", "taylorseer", "cg_taylor", "tstitch",
-                                         "diffusers_fbc", "diffusers_taylorseer", "diffusers_pab"}
+    assert {m for m, _ in expected} >= {
+        "static",
+        "delta_dit",
+        "first_block",
+        "taylorseer",
+        "cg_taylor",
+        "tstitch",
+        "diffusers_fbc",
+        "diffusers_taylorseer",
+        "diffusers_pab",
+    }
     assert all("error" not in r and r["deterministic"] for r in records), records
     uncached = records[0]
     assert uncached["psnr"] == math.inf and uncached["rel_l1"] == 0.0 and uncached["speedup"] == 1.0
@@ -206,12 +241,15 @@ def test_resume_after_an_interruption_gives_the_same_records(tmp_path, classifie
     with pytest.raises(ValueError, match="--resume"):
         run_bench(_options(tmp_path / "cut", resumed), {resumed.name: resumed})
     with pytest.raises(ValueError, match="repeats"):
-        run_bench(BenchOptions(out=tmp_path / "cut", models=(resumed.name,), repeats=2, resume=True, progress=False),
-                  {resumed.name: resumed})
+        run_bench(
+            BenchOptions(out=tmp_path / "cut", models=(resumed.name,), repeats=2, resume=True, progress=False),
+            {resumed.name: resumed},
+        )
     run_bench(_options(tmp_path / "cut", resumed, resume=True), {resumed.name: resumed})
     got = read_bench_records(tmp_path / "cut" / "records.jsonl")
-    assert [{k: r.get(k) for k in DETERMINISTIC_FIELDS} for r in got] == \
-           [{k: r.get(k) for k in DETERMINISTIC_FIELDS} for r in expected]
+    assert [{k: r.get(k) for k in DETERMINISTIC_FIELDS} for r in got] == [
+        {k: r.get(k) for k in DETERMINISTIC_FIELDS} for r in expected
+    ]
 
 
 def test_a_failing_setting_is_recorded_and_the_run_goes_on(tmp_path, classifier):
@@ -233,8 +271,9 @@ def test_cli_runs_a_registered_suite(tmp_path, classifier, request):
 
     register_suite("test-tiny", lambda quick: _tiny(ThreeSettings, classifier, name="test-tiny"))
     request.addfinalizer(lambda: registry.SUITES.unregister("test-tiny"))
-    result = CliRunner().invoke(app, ["bench-diffusion", "--models", "test-tiny", "--out", str(tmp_path),
-                                      "--repeats", "1", "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["bench-diffusion", "--models", "test-tiny", "--out", str(tmp_path), "--repeats", "1", "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     assert "report:" in result.output and "tstitch" in result.output
     assert len(read_bench_records(tmp_path / "records.jsonl")) == 4

@@ -35,8 +35,6 @@ def test_compiled_hooked_denoiser_matches_eager_cache(config, falls_back):
     torch._dynamo.reset()
     hd.disable(model)
     assert torch.allclose(compiled, eager, rtol=0, atol=1e-12)
-    assert (
-        handle.summary().per_step[-1].computed < 4 or not falls_back
-    )  # it did reuse under compile
+    assert handle.summary().per_step[-1].computed < 4 or not falls_back  # it did reuse under compile
     fallbacks = [w for w in caught if issubclass(w.category, CompileFallbackWarning)]
     assert bool(fallbacks) == falls_back

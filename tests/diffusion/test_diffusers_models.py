@@ -60,52 +60,105 @@ class Case:
 
 def flux() -> Case:
     transformer = diffusers.FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=8, axes_dims_rope=(2, 2, 4),
+        patch_size=1,
+        in_channels=16,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        pooled_projection_dim=8,
+        axes_dims_rope=(2, 2, 4),
     )
     pipe = diffusers.FluxPipeline(
-        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(), vae=_vae(), text_encoder=None, tokenizer=None,
-        text_encoder_2=None, tokenizer_2=None, transformer=transformer,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+        vae=_vae(),
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        transformer=transformer,
     )
     kwargs = dict(
-        prompt_embeds=_embeds(1, 6, 16, seed=1), pooled_prompt_embeds=_embeds(1, 8, seed=2),
-        negative_prompt_embeds=_embeds(1, 6, 16, seed=3), negative_pooled_prompt_embeds=_embeds(1, 8, seed=4),
-        true_cfg_scale=2.0, height=32, width=32, output_type="latent",
+        prompt_embeds=_embeds(1, 6, 16, seed=1),
+        pooled_prompt_embeds=_embeds(1, 8, seed=2),
+        negative_prompt_embeds=_embeds(1, 6, 16, seed=3),
+        negative_pooled_prompt_embeds=_embeds(1, 8, seed=4),
+        true_cfg_scale=2.0,
+        height=32,
+        width=32,
+        output_type="latent",
     )
     return Case(pipe, transformer, kwargs, lanes_per_run=2)
 
 
 def sd3() -> Case:
     transformer = diffusers.SD3Transformer2DModel(
-        sample_size=16, patch_size=2, in_channels=4, num_layers=3, attention_head_dim=8, num_attention_heads=2,
-        joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=8, out_channels=4,
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        caption_projection_dim=16,
+        pooled_projection_dim=8,
+        out_channels=4,
     )
     pipe = diffusers.StableDiffusion3Pipeline(
-        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(), vae=_vae(), text_encoder=None, tokenizer=None,
-        text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None, transformer=transformer,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+        vae=_vae(),
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        text_encoder_3=None,
+        tokenizer_3=None,
+        transformer=transformer,
     )
     kwargs = dict(
-        prompt_embeds=_embeds(1, 6, 16, seed=1), pooled_prompt_embeds=_embeds(1, 8, seed=2),
-        negative_prompt_embeds=_embeds(1, 6, 16, seed=3), negative_pooled_prompt_embeds=_embeds(1, 8, seed=4),
-        height=32, width=32, output_type="latent",
+        prompt_embeds=_embeds(1, 6, 16, seed=1),
+        pooled_prompt_embeds=_embeds(1, 8, seed=2),
+        negative_prompt_embeds=_embeds(1, 6, 16, seed=3),
+        negative_pooled_prompt_embeds=_embeds(1, 8, seed=4),
+        height=32,
+        width=32,
+        output_type="latent",
     )
     return Case(pipe, transformer, kwargs, lanes_per_run=1)
 
 
 def pixart() -> Case:
     transformer = diffusers.PixArtTransformer2DModel(
-        sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=2, caption_channels=16,
-        in_channels=4, out_channels=8, cross_attention_dim=16, norm_type="ada_norm_single",
-        norm_elementwise_affine=False, norm_eps=1e-6,
+        sample_size=16,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        caption_channels=16,
+        in_channels=4,
+        out_channels=8,
+        cross_attention_dim=16,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
     )
     pipe = diffusers.PixArtAlphaPipeline(
-        tokenizer=None, text_encoder=None, vae=_vae(), transformer=transformer,
+        tokenizer=None,
+        text_encoder=None,
+        vae=_vae(),
+        transformer=transformer,
         scheduler=diffusers.DDIMScheduler(steps_offset=1, clip_sample=False),
     )
     kwargs = dict(
-        prompt_embeds=_embeds(1, 6, 16, seed=1), prompt_attention_mask=torch.ones(1, 6),
-        negative_prompt=None, negative_prompt_embeds=_embeds(1, 6, 16, seed=3),
-        negative_prompt_attention_mask=torch.ones(1, 6), height=32, width=32, output_type="latent",
+        prompt_embeds=_embeds(1, 6, 16, seed=1),
+        prompt_attention_mask=torch.ones(1, 6),
+        negative_prompt=None,
+        negative_prompt_embeds=_embeds(1, 6, 16, seed=3),
+        negative_prompt_attention_mask=torch.ones(1, 6),
+        height=32,
+        width=32,
+        output_type="latent",
         use_resolution_binning=False,
     )
     return Case(pipe, transformer, kwargs, lanes_per_run=1)
@@ -113,8 +166,14 @@ def pixart() -> Case:
 
 def dit() -> Case:
     transformer = diffusers.DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
-        patch_size=2, num_embeds_ada_norm=1000,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
     )
     pipe = diffusers.DiTPipeline(
         transformer=transformer, vae=_vae(), scheduler=diffusers.DDIMScheduler(steps_offset=1, clip_sample=False)
@@ -124,8 +183,16 @@ def dit() -> Case:
 
 def wan() -> Case:
     transformer = diffusers.WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=2,
+        rope_max_seq_len=32,
     )
     vae = diffusers.AutoencoderKLWan(
         base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
@@ -137,32 +204,56 @@ def wan() -> Case:
         tokenizer=None, text_encoder=None, transformer=transformer, vae=vae, scheduler=scheduler
     )
     kwargs = dict(
-        prompt_embeds=_embeds(1, 6, 16, seed=1), negative_prompt_embeds=_embeds(1, 6, 16, seed=3),
-        height=32, width=32, num_frames=5, output_type="latent",
+        prompt_embeds=_embeds(1, 6, 16, seed=1),
+        negative_prompt_embeds=_embeds(1, 6, 16, seed=3),
+        height=32,
+        width=32,
+        num_frames=5,
+        output_type="latent",
     )
     return Case(pipe, transformer, kwargs, lanes_per_run=2)
 
 
 def unet() -> Case:
     denoiser = diffusers.UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16, norm_num_groups=4, attention_head_dim=2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        norm_num_groups=4,
+        attention_head_dim=2,
     )
     pipe = diffusers.StableDiffusionPipeline(
-        vae=_vae(), text_encoder=None, tokenizer=None, unet=denoiser,
-        scheduler=diffusers.DDIMScheduler(steps_offset=1, clip_sample=False), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
+        vae=_vae(),
+        text_encoder=None,
+        tokenizer=None,
+        unet=denoiser,
+        scheduler=diffusers.DDIMScheduler(steps_offset=1, clip_sample=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     kwargs = dict(
-        prompt_embeds=_embeds(1, 6, 16, seed=1), negative_prompt_embeds=_embeds(1, 6, 16, seed=3),
-        height=32, width=32, output_type="latent",
+        prompt_embeds=_embeds(1, 6, 16, seed=1),
+        negative_prompt_embeds=_embeds(1, 6, 16, seed=3),
+        height=32,
+        width=32,
+        output_type="latent",
     )
     return Case(pipe, denoiser, kwargs, lanes_per_run=1)
 
 
 FACTORIES: dict[str, Callable[[], Case]] = {
-    "flux": flux, "sd3": sd3, "pixart": pixart, "dit": dit, "wan": wan, "unet": unet,
+    "flux": flux,
+    "sd3": sd3,
+    "pixart": pixart,
+    "dit": dit,
+    "wan": wan,
+    "unet": unet,
 }
 
 EXACT = {
@@ -244,4 +335,3 @@ def test_unknown_denoiser_needs_a_spec():
         hd.enable(torch.nn.Linear(2, 2), hd.StaticCacheConfig())
     with pytest.raises(TypeError, match="no cache method"):
         hd.enable(build("dit").denoiser, object())
-

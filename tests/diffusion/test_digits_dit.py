@@ -120,8 +120,9 @@ def test_training_script_writes_loadable_reproducible_weights(tiny_weights, tmp_
     assert manifest["training"]["command"].startswith("python training/train_digits_dit.py --size tiny --steps 3")
     assert manifest["config"] == ARCHITECTURES["tiny"]
     assert sample(loaded.module, [1, 2], steps=2, seed=0).shape == (2, 1, 16, 16)
-    _script("training/train_digits_dit.py").main(["--size", "tiny", "--steps", "3", "--batch", "4",
-                                                 "--out", str(tmp_path)])
+    _script("training/train_digits_dit.py").main(
+        ["--size", "tiny", "--steps", "3", "--batch", "4", "--out", str(tmp_path)]
+    )
     again = json.loads((tmp_path / "digits-dit-tiny.json").read_text())
     assert again["files"] == manifest["files"]  # same sha256: same seed, same weights
 
@@ -191,8 +192,9 @@ def test_sampler_is_deterministic_per_seed(tiny64):
     assert not torch.equal(a, sample(tiny64, [1, 2, 3], steps=3, seed=1))
 
 
-@pytest.mark.parametrize("kwargs", [dict(class_labels=[10]), dict(class_labels=[-1]), dict(steps=0),
-                                    dict(guidance=0.5)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(class_labels=[10]), dict(class_labels=[-1]), dict(steps=0), dict(guidance=0.5)]
+)
 def test_sampler_rejects_bad_arguments(tiny64, kwargs):
     with pytest.raises(ValueError):
         sample(tiny64, **{"class_labels": [1], **kwargs})
@@ -227,7 +229,8 @@ def test_image_rows_writes_a_png(tmp_path):
 
 def test_sample_grid_script_runs(tmp_path, capsys):
     results = _script("benchmarks/digits_samples.py").main(
-        ["--models", "digits-dit-small", "--steps", "2", "--per-class", "1", "--out", str(tmp_path / "g.png")])
+        ["--models", "digits-dit-small", "--steps", "2", "--per-class", "1", "--out", str(tmp_path / "g.png")]
+    )
     assert (tmp_path / "g.png").is_file()
     assert set(results) == {("digits-dit-small", models.load("digits-dit-small").extra["guidance"])}
     assert "accuracy" in capsys.readouterr().out

@@ -68,8 +68,14 @@ def test_probe_plus_tail_must_leave_a_middle_block():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"threshold": -0.1}, {"threshold": math.nan}, {"probe_blocks": 0}, {"tail_blocks": -1}, {"warmup_steps": -1},
-     {"max_consecutive_reuses": 0}],
+    [
+        {"threshold": -0.1},
+        {"threshold": math.nan},
+        {"probe_blocks": 0},
+        {"tail_blocks": -1},
+        {"warmup_steps": -1},
+        {"max_consecutive_reuses": 0},
+    ],
 )
 def test_config_rejects_invalid_values(kwargs):
     with pytest.raises(ValueError):

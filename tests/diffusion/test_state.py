@@ -67,15 +67,22 @@ def test_calls_at_the_same_timestep_get_separate_lanes():
     tracker = RunTracker(Memo)
     calls = [(None, t, None, SIG) for t in (999.0, 999.0, 500.0, 500.0, 1.0, 1.0)]
     assert steps_of(tracker, calls) == [
-        ("call0", 0), ("call1", 0), ("call0", 1), ("call1", 1), ("call0", 2), ("call1", 2),
+        ("call0", 0),
+        ("call1", 0),
+        ("call0", 1),
+        ("call1", 1),
+        ("call0", 2),
+        ("call1", 2),
     ]
 
 
 def test_named_branches_and_step_indices():
     tracker = RunTracker(Memo)
     calls = [
-        ("cond", 1.0, 0, SIG), ("uncond", 1.0, 0, SIG),
-        ("cond", 0.5, 1, SIG), ("uncond", 0.5, 1, SIG),
+        ("cond", 1.0, 0, SIG),
+        ("uncond", 1.0, 0, SIG),
+        ("cond", 0.5, 1, SIG),
+        ("uncond", 0.5, 1, SIG),
         ("cond", 1.0, 0, SIG),  # step_index went back: new run for "cond"
     ]
     assert steps_of(tracker, calls) == [("cond", 0), ("uncond", 0), ("cond", 1), ("uncond", 1), ("cond", 0)]
@@ -84,7 +91,9 @@ def test_named_branches_and_step_indices():
 def test_shape_change_and_dirty_lane_restart():
     tracker = RunTracker(Memo)
     assert steps_of(tracker, [(None, 9.0, None, SIG), (None, 8.0, None, SIG), (None, 7.0, None, OTHER_SIG)]) == [
-        ("call0", 0), ("call0", 1), ("call0", 0),
+        ("call0", 0),
+        ("call0", 1),
+        ("call0", 0),
     ]
     lane = tracker.begin_call(None, 6.0, None, OTHER_SIG)
     assert lane.step == 1

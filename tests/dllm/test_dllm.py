@@ -33,8 +33,15 @@ def tiny_guide(seed: int = 1) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(cfg).to(torch.float64).eval()
 
 
@@ -47,8 +54,14 @@ def options_for(name: str) -> dict:
 def test_threshold_one_without_cache_is_the_reference(seed, block):
     model, ids = tiny(seed), prompts(seed)
     ref = hl.generate(model, ids, gen_length=16, block_length=block, method="reference")
-    fast = hl.generate(model, ids, gen_length=16, block_length=block, method="fast_dllm",
-                       method_options={"threshold": 1.0, "cache": "none"})
+    fast = hl.generate(
+        model,
+        ids,
+        gen_length=16,
+        block_length=block,
+        method="fast_dllm",
+        method_options={"threshold": 1.0, "cache": "none"},
+    )
     assert torch.equal(fast.sequences, ref.sequences)
     assert fast.stats.forward_passes == ref.stats.forward_passes == 16
 
@@ -89,9 +102,14 @@ def test_stale_cache_is_a_real_approximation():
 def test_local_leap_radius_zero_is_fast_dllm(seed, threshold):
     model, ids = tiny(seed), prompts(seed)
     fast = hl.generate(model, ids, 16, 8, "fast_dllm", {"threshold": threshold, "cache": "none"})
-    leap = hl.generate(model, ids, 16, 8, "local_leap", {"anchor_threshold": threshold,
-                                                         "relaxed_threshold": threshold / 2,
-                                                         "radius": 0, "cache": "none"})
+    leap = hl.generate(
+        model,
+        ids,
+        16,
+        8,
+        "local_leap",
+        {"anchor_threshold": threshold, "relaxed_threshold": threshold / 2, "radius": 0, "cache": "none"},
+    )
     assert torch.equal(leap.sequences, fast.sequences)
 
 

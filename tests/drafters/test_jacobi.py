@@ -35,8 +35,7 @@ def _drafter(prompt, **options):
 
 def _step(tokens, draft, accepted, row_tokens):
     scores = torch.zeros(len(draft) + 1, 100)
-    return VerifiedStep(tokens, draft, accepted, row_tokens[accepted[-1] + 1 if accepted else 0],
-                        row_tokens, scores)
+    return VerifiedStep(tokens, draft, accepted, row_tokens[accepted[-1] + 1 if accepted else 0], row_tokens, scores)
 
 
 def test_window_iterates_and_feeds_the_pool():
@@ -94,8 +93,9 @@ def test_jacobi_iterates_alone_get_tokens_accepted(tiny_factory):
     accepted = 0
     for prompt in exactness_prompts()[:10]:
         ref = hasten.generate(model, prompt, max_new_tokens=24).sequences[0].tolist()
-        result = hasten.generate(model, prompt, method="jacobi", max_new_tokens=24,
-                                 method_options={"seed_from_context": False, "window": 5})
+        result = hasten.generate(
+            model, prompt, method="jacobi", max_new_tokens=24, method_options={"seed_from_context": False, "window": 5}
+        )
         assert result.sequences[0].tolist() == ref
         accepted += sum(result.stats.accepted)
     assert accepted > 0

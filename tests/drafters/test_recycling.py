@@ -73,8 +73,12 @@ def test_on_accept_recycles_top_k_of_every_row():
     draft = drafter.propose(tokens, 5)
     assert (draft.tokens, draft.parents) == ((1,), (-1,))
     neg = float("-inf")
-    scores = torch.tensor([[0.1, 0.9, 0.3, 0.0, 0.2, 0.5],    # after root 4: top-2 = 1, 5
-                           [0.0, 0.0, 2.0, neg, neg, neg]])   # after 1: 2, then a tie among 0, 1
+    scores = torch.tensor(
+        [
+            [0.1, 0.9, 0.3, 0.0, 0.2, 0.5],  # after root 4: top-2 = 1, 5
+            [0.0, 0.0, 2.0, neg, neg, neg],
+        ]
+    )  # after 1: 2, then a tie among 0, 1
     tokens += [1, 2]
     drafter.on_accept(VerifiedStep(tokens, draft, [0], 2, [1, 2], scores))
     assert drafter.adjacency.get(4) == [1, 5]
@@ -105,9 +109,16 @@ def test_probe_when_the_root_is_unknown():
 def test_config_validation():
     assert RecyclingConfig(widths="3,2", rank_prior="0.5, 0.3, 0.1").widths == (3, 2)
     assert RecyclingConfig(widths=[2, 1]).widths == (2, 1)
-    for bad in ({"widths": ()}, {"widths": (9,)}, {"widths": (5,), "rank_prior": (0.5,) * 4},
-                {"rank_prior": (0.0, 0.5, 0.5, 0.5)}, {"max_nodes": 0}, {"probe": -1},
-                {"adjacency": AdjacencyMap(2)}, {"widths": "2,x"}):
+    for bad in (
+        {"widths": ()},
+        {"widths": (9,)},
+        {"widths": (5,), "rank_prior": (0.5,) * 4},
+        {"rank_prior": (0.0, 0.5, 0.5, 0.5)},
+        {"max_nodes": 0},
+        {"probe": -1},
+        {"adjacency": AdjacencyMap(2)},
+        {"widths": "2,x"},
+    ):
         with pytest.raises(ValueError):
             RecyclingConfig(**bad)
 
@@ -146,8 +157,15 @@ def test_learns_from_plain_steps(tiny_factory):
     model = tiny_factory("llama")
     prompt = [5, 9, 14, 5, 9]
     plain = hasten.generate(model, prompt, max_new_tokens=40, eos_token_id=[]).sequences
-    result = hasten.generate(model, prompt, method="recycling", max_new_tokens=40, eos_token_id=[],
-                             method_options={"seed_from_prompt": False, "probe": 0}, draft_budget=None)
+    result = hasten.generate(
+        model,
+        prompt,
+        method="recycling",
+        max_new_tokens=40,
+        eos_token_id=[],
+        method_options={"seed_from_prompt": False, "probe": 0},
+        draft_budget=None,
+    )
     assert torch.equal(result.sequences, plain)
     assert result.stats.drafted[0] == 0 and sum(result.stats.drafted) > 0
     assert sum(result.stats.accepted) > 0

@@ -38,8 +38,14 @@ PROMPTS = exactness_prompts()[:10] + exactness_prompts()[20:24]
 CASES = {
     "layer_skip": {"min_expected_speedup": 0.0, "window": 12, "max_optimization_steps": 3},
     "early_exit": {"min_expected_speedup": 0.0, "window": 12},
-    "hierarchical": {"sink_tokens": 2, "recent_tokens": 6, "chunk_size": 4, "retrieval_tokens": 8,
-                     "min_context": 12, "min_ngram": 1},
+    "hierarchical": {
+        "sink_tokens": 2,
+        "recent_tokens": 6,
+        "chunk_size": 4,
+        "retrieval_tokens": 8,
+        "min_context": 12,
+        "min_ngram": 1,
+    },
 }
 
 
@@ -48,8 +54,15 @@ def deep_model(request, tiny_factory):
     """A 6-layer float64 tiny model and model.generate's greedy outputs on PROMPTS."""
     model = tiny_factory(request.param, seed=5, layers=6)
     with torch.inference_mode():
-        refs = [model.generate(torch.tensor([p]), do_sample=False, max_new_tokens=MAX_NEW,
-                               attention_mask=torch.ones(1, len(p), dtype=torch.long))[0].tolist() for p in PROMPTS]
+        refs = [
+            model.generate(
+                torch.tensor([p]),
+                do_sample=False,
+                max_new_tokens=MAX_NEW,
+                attention_mask=torch.ones(1, len(p), dtype=torch.long),
+            )[0].tolist()
+            for p in PROMPTS
+        ]
     return model, refs
 
 
@@ -73,9 +86,21 @@ def test_sampling_drafts_and_runs(tiny_factory, method):
     model = tiny_factory("llama", seed=5, layers=6)
     prompt = [7, 19, 23, 29, 11, 7, 19, 23, 29, 12, 7, 19, 23, 29, 13, 7, 19]
     options = dict(CASES[method], **({"skip_cache": None} if method != "hierarchical" else {}))
-    runs = [hasten.generate(model, prompt, method=method, max_new_tokens=16, do_sample=True, temperature=0.7,
-                            top_p=0.9, repetition_penalty=1.2, seed=3, method_options=options)
-            for _ in range(2)]
+    runs = [
+        hasten.generate(
+            model,
+            prompt,
+            method=method,
+            max_new_tokens=16,
+            do_sample=True,
+            temperature=0.7,
+            top_p=0.9,
+            repetition_penalty=1.2,
+            seed=3,
+            method_options=options,
+        )
+        for _ in range(2)
+    ]
     assert runs[0].sequences.tolist() == runs[1].sequences.tolist()
     assert sum(runs[0].stats.drafted) > 0
 
@@ -134,8 +159,10 @@ def test_skip_set_cache_never_changes_outputs(tiny_factory, tmp_path):
     refs = {tuple(p): hasten.generate(model, p, max_new_tokens=MAX_NEW).sequences.tolist() for p in (a, b)}
     path = tmp_path / "skips.json"
     options = dict(CASES["layer_skip"], skip_cache=SkipSetCache(path), search_budget=100)
-    runs = [hasten.generate(model, p, method="layer_skip", max_new_tokens=MAX_NEW, method_options=options)
-            for p in (a, b, a)]
+    runs = [
+        hasten.generate(model, p, method="layer_skip", max_new_tokens=MAX_NEW, method_options=options)
+        for p in (a, b, a)
+    ]
     for p, run in zip((a, b, a), runs):
         assert run.sequences.tolist() == refs[tuple(p)]
     assert not runs[0].stats.drafter["started_from_cache"]
@@ -163,14 +190,27 @@ def test_default_skip_cache_makes_later_requests_skip_the_search(tiny_factory):
     refs = {tuple(p): hasten.generate(model, p, max_new_tokens=MAX_NEW).sequences.tolist() for p in (a, b)}
     path = _skip_search.default_skip_cache_path()
     assert not path.exists()
-    first, second = (hasten.generate(model, p, method="layer_skip", max_new_tokens=MAX_NEW,
-                                     method_options=dict(CASES["layer_skip"], search_budget=100)) for p in (a, b))
+    first, second = (
+        hasten.generate(
+            model,
+            p,
+            method="layer_skip",
+            max_new_tokens=MAX_NEW,
+            method_options=dict(CASES["layer_skip"], search_budget=100),
+        )
+        for p in (a, b)
+    )
     assert [first.sequences.tolist(), second.sequences.tolist()] == [refs[tuple(a)], refs[tuple(b)]]
     assert not first.stats.drafter["started_from_cache"] and second.stats.drafter["started_from_cache"]
     evaluations = first.stats.drafter["evaluations"] + second.stats.drafter["evaluations"]
     assert evaluations > 0 and _measurements(path) == evaluations
-    spent = hasten.generate(model, a, method="layer_skip", max_new_tokens=MAX_NEW,
-                            method_options=dict(CASES["layer_skip"], search_budget=evaluations))
+    spent = hasten.generate(
+        model,
+        a,
+        method="layer_skip",
+        max_new_tokens=MAX_NEW,
+        method_options=dict(CASES["layer_skip"], search_budget=evaluations),
+    )
     assert spent.sequences.tolist() == refs[tuple(a)]
     assert spent.stats.drafter["evaluations"] == 0 and spent.stats.drafter["started_from_cache"]
     assert _measurements(path) == evaluations
@@ -180,8 +220,10 @@ def test_default_skip_cache_lets_early_exit_measure_once(tiny_factory):
     model = tiny_factory("qwen2", seed=5, layers=6)
     prompt = list(range(10, 40))
     ref = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences
-    runs = [hasten.generate(model, prompt, method="early_exit", max_new_tokens=MAX_NEW,
-                            method_options=CASES["early_exit"]) for _ in range(2)]
+    runs = [
+        hasten.generate(model, prompt, method="early_exit", max_new_tokens=MAX_NEW, method_options=CASES["early_exit"])
+        for _ in range(2)
+    ]
     assert all(torch.equal(run.sequences, ref) for run in runs)
     assert runs[0].stats.drafter["measurements"] > 0 and not runs[0].stats.drafter["started_from_cache"]
     assert runs[1].stats.drafter["measurements"] == 0 and runs[1].stats.drafter["started_from_cache"]
@@ -198,8 +240,9 @@ def test_unreadable_skip_cache_files(tiny_factory, tmp_path):
     default.parent.mkdir(parents=True)
     default.write_text("{not json")
     with pytest.warns(UserWarning, match="not a skip-set cache"):
-        result = hasten.generate(model, prompt, method="layer_skip", max_new_tokens=MAX_NEW,
-                                 method_options=CASES["layer_skip"])
+        result = hasten.generate(
+            model, prompt, method="layer_skip", max_new_tokens=MAX_NEW, method_options=CASES["layer_skip"]
+        )
     assert torch.equal(result.sequences, ref)
     assert _measurements(default) == result.stats.drafter["evaluations"] > 0
     named = tmp_path / "mine.json"
@@ -220,10 +263,14 @@ def test_long_prompt_through_hierarchical(tiny_factory):
     rng = random.Random(7)
     prompt = [rng.randrange(3, 96) for _ in range(4200)]
     for start in range(100, 4000, 400):  # repeated spans for level 2 to find
-        prompt[start + 200:start + 230] = prompt[start:start + 30]
+        prompt[start + 200 : start + 230] = prompt[start : start + 30]
     with torch.inference_mode():
-        ref = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=24,
-                             attention_mask=torch.ones(1, len(prompt), dtype=torch.long))[0].tolist()
+        ref = model.generate(
+            torch.tensor([prompt]),
+            do_sample=False,
+            max_new_tokens=24,
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        )[0].tolist()
     result = hasten.generate(model, prompt, method="hierarchical", max_new_tokens=24)
     assert result.sequences[0].tolist() == ref
     stats = result.stats.drafter
@@ -237,9 +284,14 @@ def test_level1_with_the_whole_cache_is_the_target(tiny_factory):
     token is accepted (greedy) — positions, masks and gathering are right."""
     model = tiny_factory("llama", seed=5, layers=6)
     for prompt in exactness_prompts()[4:8]:
-        result = hasten.generate(model, prompt, method="hierarchical", max_new_tokens=MAX_NEW, draft_budget=None,
-                                 method_options=dict(recent_tokens=1000, min_context=0, level2=None,
-                                                     confidence_threshold=0.0))
+        result = hasten.generate(
+            model,
+            prompt,
+            method="hierarchical",
+            max_new_tokens=MAX_NEW,
+            draft_budget=None,
+            method_options=dict(recent_tokens=1000, min_context=0, level2=None, confidence_threshold=0.0),
+        )
         assert sum(result.stats.accepted) == sum(result.stats.drafted) > 0
 
 
@@ -275,24 +327,36 @@ def test_unsupported_model_and_bad_options(tiny_factory):
     with pytest.raises(ValueError):
         LayerSkipConfig(granularity="heads")
     with pytest.raises(ValueError, match="skip_set"):
-        hasten.generate(tiny_factory("llama", layers=6), [5, 6], method="layer_skip", max_new_tokens=4,
-                        method_options={"skip_set": (12,)})
+        hasten.generate(
+            tiny_factory("llama", layers=6),
+            [5, 6],
+            method="layer_skip",
+            max_new_tokens=4,
+            method_options={"skip_set": (12,)},
+        )
     with pytest.raises(ValueError):
-        hasten.generate(tiny_factory("llama", layers=6), [5, 6], method="early_exit", max_new_tokens=4,
-                        method_options={"exit_layer": 6})
+        hasten.generate(
+            tiny_factory("llama", layers=6),
+            [5, 6],
+            method="early_exit",
+            max_new_tokens=4,
+            method_options={"exit_layer": 6},
+        )
 
 
 def test_hierarchical_works_on_gpt2_by_recency(tiny_factory):
     model = tiny_factory("gpt2")
     prompt = exactness_prompts()[7]
     ref = hasten.generate(model, prompt, max_new_tokens=MAX_NEW).sequences
-    result = hasten.generate(model, prompt, method="hierarchical", max_new_tokens=MAX_NEW,
-                             method_options=CASES["hierarchical"])
+    result = hasten.generate(
+        model, prompt, method="hierarchical", max_new_tokens=MAX_NEW, method_options=CASES["hierarchical"]
+    )
     assert torch.equal(result.sequences, ref)
     assert result.stats.drafter["level1_forwards"] > 0
 
 
 # ----- the pure helpers, against slow references -----------------------------------------
+
 
 def test_layer_by_layer_forward_equals_the_model(tiny_factory):
     model = tiny_factory("qwen2", seed=5, layers=6)

@@ -80,7 +80,7 @@ def _request(prompt, vocab=96):
 
 
 def _brute_force_sorted(seq, depth):
-    return sorted(range(len(seq)), key=lambda i: tuple(seq[i:i + depth]))
+    return sorted(range(len(seq)), key=lambda i: tuple(seq[i : i + depth]))
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 16])
@@ -89,8 +89,8 @@ def test_suffix_order_equals_sorting_tuples(depth):
     seq = np.array([rng.choice([-1, 0, 1, 2]) for _ in range(300)], dtype=np.int32)
     order = suffix_order(seq, depth).tolist()
     assert sorted(order) == list(range(len(seq)))
-    keys = [tuple(seq[i:i + depth].tolist()) for i in order]
-    assert keys == [tuple(seq[i:i + depth].tolist()) for i in _brute_force_sorted(seq.tolist(), depth)]
+    keys = [tuple(seq[i : i + depth].tolist()) for i in order]
+    assert keys == [tuple(seq[i : i + depth].tolist()) for i in _brute_force_sorted(seq.tolist(), depth)]
     assert suffix_order(np.array([2, 1, 2, 0]), 2).tolist() == [3, 1, 2, 0]
 
 
@@ -120,7 +120,7 @@ def test_datastore_lookup_equals_brute_force():
                 if m > best:
                     best, ends = m, []
                 if m == best and m > 0:
-                    ends.append((doc_index, end, doc[end + 1:end + 4]))
+                    ends.append((doc_index, end, doc[end + 1 : end + 4]))
         assert matched == best
         if best:
             assert hi - lo == len(ends)
@@ -221,8 +221,13 @@ def test_build_restarts_when_the_corpus_changed(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     _corpus(corpus, ["one", "two", "three"])
     with pytest.raises(KeyboardInterrupt):
-        build_datastore(corpus, _char_tokenize, tmp_path / "s", chunk_lines=1,
-                        progress=lambda done, total: (_ for _ in ()).throw(KeyboardInterrupt))
+        build_datastore(
+            corpus,
+            _char_tokenize,
+            tmp_path / "s",
+            chunk_lines=1,
+            progress=lambda done, total: (_ for _ in ()).throw(KeyboardInterrupt),
+        )
     _corpus(corpus, ["four", "five", "six", "seven"])
     store = build_datastore(corpus, _char_tokenize, tmp_path / "s", chunk_lines=1)
     assert ["".join(map(chr, d)) for d in store.sequences()] == ["four", "five", "six", "seven"]
@@ -239,16 +244,21 @@ def test_cli_datastore_build_with_the_model_tokenizer(tmp_path):
     from hasten.cli import app
 
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(json.dumps({"text": "def add(a, b):\n    return a + b"}) + "\n\n"
-                      + json.dumps({"turns": ["Hello there", "How are you?"]}) + "\n")
+    corpus.write_text(
+        json.dumps({"text": "def add(a, b):\n    return a + b"})
+        + "\n\n"
+        + json.dumps({"turns": ["Hello there", "How are you?"]})
+        + "\n"
+    )
     out = tmp_path / "store"
     result = CliRunner().invoke(app, ["datastore", "build", str(corpus), "-o", str(out), "--chunk-lines", "1"])
     assert result.exit_code == 0, result.output
     assert "2 documents" in result.output
     store = Datastore.load(out)
     _, tokenizer = hasten.load_model("smollm2-135m")
-    expected = tokenizer(["def add(a, b):\n    return a + b", "Hello there\nHow are you?"],
-                         add_special_tokens=False)["input_ids"]
+    expected = tokenizer(["def add(a, b):\n    return a + b", "Hello there\nHow are you?"], add_special_tokens=False)[
+        "input_ids"
+    ]
     assert list(store.sequences()) == expected
     assert store.meta["model"] == "smollm2-135m" and store.meta["vocab_size"] == 49152
     assert not (tmp_path / "store.partial").exists()

@@ -15,16 +15,30 @@ PROMPTS = exactness_prompts()[:12]
 MAX_NEW = 24
 
 SHAPES = {
-    "trie": [{"max_nodes": 1, "max_depth": 1}, {"max_nodes": 3, "max_depth": 2, "max_match": 1},
-             {"max_nodes": 24, "max_depth": 7, "min_prob": 0.0, "shorter_match_weight": 1.0}],
-    "suffix": [{"max_nodes": 1, "max_depth": 1}, {"max_nodes": 4, "index_ngram": 1, "max_occurrences": 1},
-               {"max_nodes": 40, "nodes_per_match": 20.0, "max_depth": 12, "min_prob": 0.0}],
-    "jacobi": [{"window": 1, "ngram": 2, "candidates": 0}, {"window": 2, "ngram": 3, "candidates": 1},
-               {"window": 7, "ngram": 5, "candidates": 6, "pool_size": 10}],
-    "recycling": [{"widths": (1,), "rank_prior": (0.5,), "max_nodes": 1},
-                  {"widths": (2, 1, 1), "max_nodes": 4},
-                  {"widths": (8, 4, 2, 2, 1, 1, 1, 1), "rank_prior": (0.5, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01),
-                   "max_nodes": 48}],
+    "trie": [
+        {"max_nodes": 1, "max_depth": 1},
+        {"max_nodes": 3, "max_depth": 2, "max_match": 1},
+        {"max_nodes": 24, "max_depth": 7, "min_prob": 0.0, "shorter_match_weight": 1.0},
+    ],
+    "suffix": [
+        {"max_nodes": 1, "max_depth": 1},
+        {"max_nodes": 4, "index_ngram": 1, "max_occurrences": 1},
+        {"max_nodes": 40, "nodes_per_match": 20.0, "max_depth": 12, "min_prob": 0.0},
+    ],
+    "jacobi": [
+        {"window": 1, "ngram": 2, "candidates": 0},
+        {"window": 2, "ngram": 3, "candidates": 1},
+        {"window": 7, "ngram": 5, "candidates": 6, "pool_size": 10},
+    ],
+    "recycling": [
+        {"widths": (1,), "rank_prior": (0.5,), "max_nodes": 1},
+        {"widths": (2, 1, 1), "max_nodes": 4},
+        {
+            "widths": (8, 4, 2, 2, 1, 1, 1, 1),
+            "rank_prior": (0.5, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01),
+            "max_nodes": 48,
+        },
+    ],
 }
 
 
@@ -32,13 +46,23 @@ SHAPES = {
 def model_and_refs(tiny_factory):
     model = tiny_factory("llama")
     with torch.inference_mode():
-        refs = [model.generate(torch.tensor([p]), do_sample=False, max_new_tokens=MAX_NEW,
-                               attention_mask=torch.ones(1, len(p), dtype=torch.long))[0].tolist() for p in PROMPTS]
+        refs = [
+            model.generate(
+                torch.tensor([p]),
+                do_sample=False,
+                max_new_tokens=MAX_NEW,
+                attention_mask=torch.ones(1, len(p), dtype=torch.long),
+            )[0].tolist()
+            for p in PROMPTS
+        ]
     return model, refs
 
 
-@pytest.mark.parametrize("method,options", [(m, o) for m, shapes in SHAPES.items() for o in shapes],
-                         ids=lambda x: x if isinstance(x, str) else "-".join(f"{k}{v}" for k, v in x.items()))
+@pytest.mark.parametrize(
+    "method,options",
+    [(m, o) for m, shapes in SHAPES.items() for o in shapes],
+    ids=lambda x: x if isinstance(x, str) else "-".join(f"{k}{v}" for k, v in x.items()),
+)
 def test_tree_shape_never_changes_greedy_output(model_and_refs, method, options):
     model, refs = model_and_refs
     drafted = 0

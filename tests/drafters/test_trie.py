@@ -13,7 +13,7 @@ from .recording import drafts_of, record
 def occurrences(stream, path):
     """Brute force: how many times ``path`` occurs in ``stream``."""
     n = len(path)
-    return sum(1 for i in range(len(stream) - n + 1) if stream[i:i + n] == list(path))
+    return sum(1 for i in range(len(stream) - n + 1) if stream[i : i + n] == list(path))
 
 
 def all_paths(trie):
@@ -41,7 +41,7 @@ def test_feeder_counts_equal_brute_force_occurrences():
     trie = TokenTrie()
     feeder = TrieFeeder(trie, depth=3)
     for i in range(0, len(stream), 7):  # fed in uneven pieces
-        feeder.feed(stream[i:i + 7])
+        feeder.feed(stream[i : i + 7])
     paths = all_paths(trie)
     assert paths  # something was inserted
     assert max(len(p) for p in paths) == 3

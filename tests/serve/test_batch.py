@@ -50,19 +50,30 @@ def run_batch(model, reqs: list[BatchRequest], join_every: int = 2) -> list[list
 def test_batched_rows_equal_generate(model, method):
     ps = prompts()
     reqs = [BatchRequest(p, 24, method=method, eos_token_id=[], draft_budget=None) for p in ps]
-    expected = [hasten.generate(model, p, method=method, max_new_tokens=24, eos_token_id=[],
-                                draft_budget=None).sequences[0].tolist() for p in ps]
+    expected = [
+        hasten.generate(model, p, method=method, max_new_tokens=24, eos_token_id=[], draft_budget=None)
+        .sequences[0]
+        .tolist()
+        for p in ps
+    ]
     assert run_batch(model, reqs) == expected
 
 
 def test_batched_sampling_equals_generate(model):
     ps = prompts()
     params = SamplingParams(do_sample=True, temperature=0.9, top_p=0.95)
-    reqs = [BatchRequest(p, 20, method="prompt_lookup", params=params, seed=i, draft_budget="auto")
-            for i, p in enumerate(ps)]
-    expected = [hasten.generate(model, p, method="prompt_lookup", max_new_tokens=20, do_sample=True,
-                                temperature=0.9, top_p=0.95, seed=i).sequences[0].tolist()
-                for i, p in enumerate(ps)]
+    reqs = [
+        BatchRequest(p, 20, method="prompt_lookup", params=params, seed=i, draft_budget="auto")
+        for i, p in enumerate(ps)
+    ]
+    expected = [
+        hasten.generate(
+            model, p, method="prompt_lookup", max_new_tokens=20, do_sample=True, temperature=0.9, top_p=0.95, seed=i
+        )
+        .sequences[0]
+        .tolist()
+        for i, p in enumerate(ps)
+    ]
     assert run_batch(model, reqs, join_every=3) == expected
 
 
@@ -73,7 +84,7 @@ class OracleDrafter(Drafter):
         self.reference, self.wrong = reference, wrong
 
     def propose(self, tokens, max_depth):
-        nxt = self.reference[len(tokens):len(tokens) + min(max_depth, 5)]
+        nxt = self.reference[len(tokens) : len(tokens) + min(max_depth, 5)]
         return DraftTree.chain([(t + 1) % 128 if self.wrong else t for t in nxt]) if nxt else None
 
 
@@ -83,8 +94,10 @@ def test_rows_accept_different_lengths(model):
     ps = [prompts()[3], prompts()[4]]
     refs = [hasten.generate(model, p, max_new_tokens=20, eos_token_id=[]).sequences[0].tolist() for p in ps]
     dec = BatchedDecoder(model, batch_budget=False)  # verify every proposed node
-    rows = [dec.make_row(BatchRequest(p, 20, method=OracleDrafter(ref, wrong=i == 1), eos_token_id=[],
-                                      draft_budget=None)) for i, (p, ref) in enumerate(zip(ps, refs))]
+    rows = [
+        dec.make_row(BatchRequest(p, 20, method=OracleDrafter(ref, wrong=i == 1), eos_token_id=[], draft_budget=None))
+        for i, (p, ref) in enumerate(zip(ps, refs))
+    ]
     for row in rows:
         dec.add(row)
     while dec.rows:
@@ -98,8 +111,12 @@ def test_rows_accept_different_lengths(model):
 def test_negative_control_without_compaction_differs(model, monkeypatch):
     """If the verified rows were kept uncompacted, outputs would change: the test can fail."""
     ps = prompts()
-    expected = [hasten.generate(model, p, method="prompt_lookup", max_new_tokens=24, eos_token_id=[],
-                                draft_budget=None).sequences[0].tolist() for p in ps]
+    expected = [
+        hasten.generate(model, p, method="prompt_lookup", max_new_tokens=24, eos_token_id=[], draft_budget=None)
+        .sequences[0]
+        .tolist()
+        for p in ps
+    ]
 
     def no_compaction(self, gather):
         length = self.length
@@ -156,10 +173,23 @@ def test_auto_off_stays_on_when_winning():
 def test_auto_off_never_changes_output(model):
     """A drafter that is always wrong triggers auto-off; the output stays the library's."""
     ps = prompts()
-    reqs = [BatchRequest(p, 40, method="prompt_lookup", eos_token_id=[], draft_budget=None,
-                         auto_off=AutoOffConfig(window=2, off_steps=2, min_speedup=50.0)) for p in ps]
-    expected = [hasten.generate(model, p, method="prompt_lookup", max_new_tokens=40, eos_token_id=[],
-                                draft_budget=None).sequences[0].tolist() for p in ps]
+    reqs = [
+        BatchRequest(
+            p,
+            40,
+            method="prompt_lookup",
+            eos_token_id=[],
+            draft_budget=None,
+            auto_off=AutoOffConfig(window=2, off_steps=2, min_speedup=50.0),
+        )
+        for p in ps
+    ]
+    expected = [
+        hasten.generate(model, p, method="prompt_lookup", max_new_tokens=40, eos_token_id=[], draft_budget=None)
+        .sequences[0]
+        .tolist()
+        for p in ps
+    ]
     dec_out = run_batch(model, reqs)
     assert dec_out == expected
 
@@ -169,8 +199,16 @@ def test_auto_off_cuts_drafting_in_the_loop(model):
     on = BatchedDecoder(model)
     row_on = on.make_row(BatchRequest(p, 40, method="prompt_lookup", eos_token_id=[], draft_budget=None))
     off = BatchedDecoder(model)
-    row_off = off.make_row(BatchRequest(p, 40, method="prompt_lookup", eos_token_id=[], draft_budget=None,
-                                        auto_off=AutoOffConfig(window=2, off_steps=4, min_speedup=50.0)))
+    row_off = off.make_row(
+        BatchRequest(
+            p,
+            40,
+            method="prompt_lookup",
+            eos_token_id=[],
+            draft_budget=None,
+            auto_off=AutoOffConfig(window=2, off_steps=4, min_speedup=50.0),
+        )
+    )
     for dec, row in ((on, row_on), (off, row_off)):
         dec.add(row)
         while not row.done:
@@ -185,8 +223,12 @@ def test_float32_batch_equals_generate():
     model = tiny_serve_model(seed=2).float()
     ps = prompts(5)
     reqs = [BatchRequest(p, 16, method="prompt_lookup", eos_token_id=[], draft_budget=None) for p in ps]
-    expected = [hasten.generate(model, p, method="prompt_lookup", max_new_tokens=16, eos_token_id=[],
-                                draft_budget=None).sequences[0].tolist() for p in ps]
+    expected = [
+        hasten.generate(model, p, method="prompt_lookup", max_new_tokens=16, eos_token_id=[], draft_budget=None)
+        .sequences[0]
+        .tolist()
+        for p in ps
+    ]
     assert run_batch(model, reqs) == expected
 
 
@@ -202,6 +244,7 @@ def test_batch_width_hand_examples():
 def test_batch_width_cut_never_changes_output(model):
     ps = prompts()
     reqs = [BatchRequest(p, 24, method="suffix", eos_token_id=[], draft_budget="auto") for p in ps]
-    expected = [hasten.generate(model, p, method="suffix", max_new_tokens=24, eos_token_id=[]).sequences[0].tolist()
-                for p in ps]
+    expected = [
+        hasten.generate(model, p, method="suffix", max_new_tokens=24, eos_token_id=[]).sequences[0].tolist() for p in ps
+    ]
     assert run_batch(model, reqs) == expected

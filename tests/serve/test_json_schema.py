@@ -13,18 +13,39 @@ from serve_live import serving
 from hasten.serve.app import chat_prompt_ids
 from hasten.serve.grammar import GrammarFactory, constrained_greedy_reference
 
-SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green", "blue"]},
-                                           "tag": {"enum": ["aa", "ab", "ba"]}},
-          "required": ["ok", "color", "tag"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "ok": {"type": "boolean"},
+        "color": {"enum": ["red", "green", "blue"]},
+        "tag": {"enum": ["aa", "ab", "ba"]},
+    },
+    "required": ["ok", "color", "tag"],
+    "additionalProperties": False,
+}
 FORMAT = {"type": "json_schema", "json_schema": {"name": "pick", "schema": SCHEMA}}
-PROMPTS = ["pick one", "red or blue?", "{\"ok\": true, \"color\": \"red\"} again {\"ok\":", "x", "colors colors",
-           "tag: aa, ab, ba", "json please", "true false true", "green", "{}{}{}"]
+PROMPTS = [
+    "pick one",
+    "red or blue?",
+    '{"ok": true, "color": "red"} again {"ok":',
+    "x",
+    "colors colors",
+    "tag: aa, ab, ba",
+    "json please",
+    "true false true",
+    "green",
+    "{}{}{}",
+]
 
 
 def valid(text: str) -> bool:
     obj = json.loads(text)
-    return (set(obj) == {"ok", "color", "tag"} and isinstance(obj["ok"], bool)
-            and obj["color"] in ("red", "green", "blue") and obj["tag"] in ("aa", "ab", "ba"))
+    return (
+        set(obj) == {"ok", "color", "tag"}
+        and isinstance(obj["ok"], bool)
+        and obj["color"] in ("red", "green", "blue")
+        and obj["tag"] in ("aa", "ab", "ba")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +67,7 @@ def test_reference_is_valid_and_not_unconstrained(tiny_setup, expected):
 
     prompt = chat_prompt_ids(tokenizer, [{"role": "user", "content": PROMPTS[0]}])
     free = hasten.generate(model, prompt, max_new_tokens=20, eos_token_id=[])
-    free_text = tokenizer.decode(free.sequences[0, len(prompt):].tolist())
+    free_text = tokenizer.decode(free.sequences[0, len(prompt) :].tolist())
     assert free_text != expected[0]  # negative control: the grammar changes what the model writes
 
 
@@ -55,12 +76,18 @@ def test_ten_requests_valid_and_equal_constrained_plain_decoding(tiny_setup, exp
     model, tokenizer = tiny_setup
 
     def body(text):
-        return {"messages": [{"role": "user", "content": text}], "max_tokens": 60, "temperature": 0,
-                "response_format": FORMAT, "hasten": {"method": method}}
+        return {
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": 60,
+            "temperature": 0,
+            "response_format": FORMAT,
+            "hasten": {"method": method},
+        }
 
     with serving(model, tokenizer, max_batch=8) as live:
-        sequential = [httpx.post(live.url + "/v1/chat/completions", json=body(t), timeout=60).json()
-                      for t in PROMPTS[:4]]
+        sequential = [
+            httpx.post(live.url + "/v1/chat/completions", json=body(t), timeout=60).json() for t in PROMPTS[:4]
+        ]
 
         async def concurrent():
             async with httpx.AsyncClient(base_url=live.url, timeout=60) as ac:
@@ -75,11 +102,21 @@ def test_ten_requests_valid_and_equal_constrained_plain_decoding(tiny_setup, exp
 def test_json_object_parses(tiny_setup):
     model, tokenizer = tiny_setup
     with serving(model, tokenizer, method="prompt_lookup") as live:
-        r = httpx.post(live.url + "/v1/chat/completions", timeout=60, json={
-            "messages": [{"role": "user", "content": "obj"}], "max_tokens": 80, "temperature": 0,
-            "response_format": {"type": "json_object"}})
-        bad = httpx.post(live.url + "/v1/chat/completions", timeout=60, json={
-            "messages": [{"role": "user", "content": "obj"}], "response_format": {"type": "xml"}})
+        r = httpx.post(
+            live.url + "/v1/chat/completions",
+            timeout=60,
+            json={
+                "messages": [{"role": "user", "content": "obj"}],
+                "max_tokens": 80,
+                "temperature": 0,
+                "response_format": {"type": "json_object"},
+            },
+        )
+        bad = httpx.post(
+            live.url + "/v1/chat/completions",
+            timeout=60,
+            json={"messages": [{"role": "user", "content": "obj"}], "response_format": {"type": "xml"}},
+        )
     choice = r.json()["choices"][0]
     if choice["finish_reason"] == "stop":
         json.loads(choice["message"]["content"])
@@ -92,8 +129,9 @@ def test_tree_masks_cut_forbidden_nodes_and_keep_the_state(tiny_setup):
 
     _, tokenizer = tiny_setup
     factory = GrammarFactory(tokenizer, 128, [2])
-    constraint = factory.constraint(factory.compile(
-        {"type": "json_schema", "json_schema": {"schema": {"enum": ["ab", "ac"]}}}))
+    constraint = factory.constraint(
+        factory.compile({"type": "json_schema", "json_schema": {"schema": {"enum": ["ab", "ac"]}}})
+    )
 
     def tid(ch):
         return tokenizer.convert_tokens_to_ids(ch)

@@ -37,8 +37,13 @@ def free_port() -> int:
 def test_sigterm_drains_in_flight_then_exits(tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(here=str(HERE), port=port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT.format(here=str(HERE), port=port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -50,8 +55,12 @@ def test_sigterm_drains_in_flight_then_exits(tmp_path):
                 pass
             assert time.time() < deadline and proc.poll() is None, "server did not start"
             time.sleep(0.2)
-        body = {"messages": [{"role": "user", "content": "go"}], "max_tokens": 150, "stream": True,
-                "hasten": {"method": None}}
+        body = {
+            "messages": [{"role": "user", "content": "go"}],
+            "max_tokens": 150,
+            "stream": True,
+            "hasten": {"method": None},
+        }
         chunks = []
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
             for line in r.iter_lines():
@@ -76,8 +85,9 @@ def test_sigterm_drains_in_flight_then_exits(tmp_path):
 
 def test_cli_has_serve_command():
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    out = subprocess.run([sys.executable, "-m", "hasten.cli", "serve", "--help"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "hasten.cli", "serve", "--help"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0
     for flag in ("--method", "--port", "--replicas", "--max-queue"):
         assert flag in out.stdout

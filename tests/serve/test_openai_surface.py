@@ -16,15 +16,25 @@ import hasten
 from hasten.drafters.base import Drafter, MethodSpec, register
 from hasten.serve.app import chat_prompt_ids
 
-MESSAGES = [[{"role": "user", "content": text}] for text in
-            ["hello hello hello", "abcabcabcabc", "the cat sat on the mat, the cat", "1 2 3 1 2 3 1 2",
-             "xyz", "spam and eggs and spam", "zzzz zzzz", "what is it? it is what it is"]]
+MESSAGES = [
+    [{"role": "user", "content": text}]
+    for text in [
+        "hello hello hello",
+        "abcabcabcabc",
+        "the cat sat on the mat, the cat",
+        "1 2 3 1 2 3 1 2",
+        "xyz",
+        "spam and eggs and spam",
+        "zzzz zzzz",
+        "what is it? it is what it is",
+    ]
+]
 
 
 def reference(model, tokenizer, messages, method=None, max_tokens=24, **kw) -> tuple[str, int]:
     prompt = chat_prompt_ids(tokenizer, messages)
     out = hasten.generate(model, prompt, method=method, max_new_tokens=max_tokens, draft_budget=None, **kw)
-    return tokenizer.decode(out.sequences[0, len(prompt):].tolist(), skip_special_tokens=True), out.stats
+    return tokenizer.decode(out.sequences[0, len(prompt) :].tolist(), skip_special_tokens=True), out.stats
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +60,23 @@ def test_official_client_equals_generate(server, tiny_setup, method):
     c = client(server)
     for messages in MESSAGES[:3]:
         expected, stats = reference(model, tokenizer, messages, method)
-        resp = c.chat.completions.create(model="tiny", messages=messages, max_tokens=24, temperature=0,
-                                         extra_body={"hasten": {"method": method}})
+        resp = c.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=24, temperature=0, extra_body={"hasten": {"method": method}}
+        )
         assert resp.choices[0].message.content == expected
         assert resp.usage.completion_tokens == stats.new_tokens
         assert resp.model_extra is not None
         figures = resp.usage.model_extra["hasten"]
         assert figures["method"] == ("ar" if method is None else method)
-        chunks = c.chat.completions.create(model="tiny", messages=messages, max_tokens=24, temperature=0,
-                                           stream=True, stream_options={"include_usage": True},
-                                           extra_body={"hasten": {"method": method}})
+        chunks = c.chat.completions.create(
+            model="tiny",
+            messages=messages,
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"hasten": {"method": method}},
+        )
         chunks = list(chunks)
         text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
         assert text == expected  # streamed chunks concatenate to the non-streamed text
@@ -69,13 +86,16 @@ def test_official_client_equals_generate(server, tiny_setup, method):
 
 def test_sampling_with_seed_equals_generate(server, tiny_setup):
     model, tokenizer = tiny_setup
-    expected, _ = reference(model, tokenizer, MESSAGES[1], "prompt_lookup", do_sample=True, temperature=0.8,
-                            top_p=0.9, seed=7)
-    resp = client(server).chat.completions.create(model="tiny", messages=MESSAGES[1], max_tokens=24,
-                                                  temperature=0.8, top_p=0.9, seed=7)
+    expected, _ = reference(
+        model, tokenizer, MESSAGES[1], "prompt_lookup", do_sample=True, temperature=0.8, top_p=0.9, seed=7
+    )
+    resp = client(server).chat.completions.create(
+        model="tiny", messages=MESSAGES[1], max_tokens=24, temperature=0.8, top_p=0.9, seed=7
+    )
     assert resp.choices[0].message.content == expected
-    other = client(server).chat.completions.create(model="tiny", messages=MESSAGES[1], max_tokens=24,
-                                                   temperature=0.8, top_p=0.9, seed=8)
+    other = client(server).chat.completions.create(
+        model="tiny", messages=MESSAGES[1], max_tokens=24, temperature=0.8, top_p=0.9, seed=8
+    )
     assert other.choices[0].message.content != expected  # negative control: the seed matters
 
 
@@ -83,15 +103,15 @@ def test_completions_endpoint_and_stop(server, tiny_setup):
     model, tokenizer = tiny_setup
     prompt = tokenizer("abcabcabc")["input_ids"]
     full = hasten.generate(model, prompt, method="prompt_lookup", max_new_tokens=24)
-    text = tokenizer.decode(full.sequences[0, len(prompt):].tolist(), skip_special_tokens=True)
+    text = tokenizer.decode(full.sequences[0, len(prompt) :].tolist(), skip_special_tokens=True)
     resp = client(server).completions.create(model="tiny", prompt="abcabcabc", max_tokens=24, temperature=0)
     assert resp.choices[0].text == text
     stop = text[6:8]
-    cut = client(server).completions.create(model="tiny", prompt="abcabcabc", max_tokens=24, temperature=0,
-                                            stop=[stop])
-    assert cut.choices[0].text == text[:text.find(stop)] and cut.choices[0].finish_reason == "stop"
-    streamed = client(server).completions.create(model="tiny", prompt="abcabcabc", max_tokens=24, temperature=0,
-                                                 stop=[stop], stream=True)
+    cut = client(server).completions.create(model="tiny", prompt="abcabcabc", max_tokens=24, temperature=0, stop=[stop])
+    assert cut.choices[0].text == text[: text.find(stop)] and cut.choices[0].finish_reason == "stop"
+    streamed = client(server).completions.create(
+        model="tiny", prompt="abcabcabc", max_tokens=24, temperature=0, stop=[stop], stream=True
+    )
     assert "".join(ch.choices[0].text for ch in streamed if ch.choices) == cut.choices[0].text
 
 
@@ -101,8 +121,7 @@ def test_eight_concurrent_clients_get_their_sequential_outputs(server, tiny_setu
 
     async def main():
         c = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-        calls = [c.chat.completions.create(model="tiny", messages=m, max_tokens=32, temperature=0)
-                 for m in MESSAGES]
+        calls = [c.chat.completions.create(model="tiny", messages=m, max_tokens=32, temperature=0) for m in MESSAGES]
         return await asyncio.gather(*calls)
 
     got = [r.choices[0].message.content for r in asyncio.run(main())]
@@ -114,7 +133,7 @@ def test_predicted_outputs_same_output_and_counts(server, tiny_setup):
     printable = range(3, 128)
     for messages in MESSAGES:  # a prompt whose first 12 greedy tokens are printable characters
         prompt = chat_prompt_ids(tokenizer, messages)
-        greedy = hasten.generate(model, prompt, max_new_tokens=12, eos_token_id=[]).sequences[0, len(prompt):]
+        greedy = hasten.generate(model, prompt, max_new_tokens=12, eos_token_id=[]).sequences[0, len(prompt) :]
         if all(int(t) in printable for t in greedy):
             break
     else:
@@ -124,15 +143,21 @@ def test_predicted_outputs_same_output_and_counts(server, tiny_setup):
     prediction = tokenizer.decode(greedy[:5] + junk)
     c = client(server)
     plain = c.chat.completions.create(model="tiny", messages=messages, max_tokens=12, temperature=0)
-    predicted = c.chat.completions.create(model="tiny", messages=messages, max_tokens=12, temperature=0,
-                                          prediction={"type": "content", "content": prediction})
+    predicted = c.chat.completions.create(
+        model="tiny",
+        messages=messages,
+        max_tokens=12,
+        temperature=0,
+        prediction={"type": "content", "content": prediction},
+    )
     assert predicted.choices[0].message.content == plain.choices[0].message.content
     details = predicted.usage.completion_tokens_details
     # hand count: the first 5 prediction tokens appear in the output in place, the 3 junk tokens never do
     assert (details.accepted_prediction_tokens, details.rejected_prediction_tokens) == (5, 3)
     exact = tokenizer.decode(greedy)
-    whole = c.chat.completions.create(model="tiny", messages=messages, max_tokens=12, temperature=0,
-                                      prediction={"type": "content", "content": exact})
+    whole = c.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=12, temperature=0, prediction={"type": "content", "content": exact}
+    )
     assert whole.choices[0].message.content == plain.choices[0].message.content
     assert whole.usage.completion_tokens_details.accepted_prediction_tokens == 12
     assert whole.usage.completion_tokens_details.rejected_prediction_tokens == 0
@@ -147,8 +172,13 @@ BAD = [
     ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
     ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
     ({"messages": [{"role": "user", "content": "hi"}], "hasten": {"method": "no_such_method"}}, "hasten.method"),
-    ({"messages": [{"role": "user", "content": "hi"}], "hasten": {"method": "prompt_lookup",
-                                                                  "options": {"bogus": 1}}}, "hasten.options"),
+    (
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "hasten": {"method": "prompt_lookup", "options": {"bogus": 1}},
+        },
+        "hasten.options",
+    ),
     ({"messages": [{"role": "user", "content": "x" * 400}]}, "messages"),
 ]
 
@@ -164,9 +194,17 @@ def test_bad_requests_are_400_with_openai_error_shape(server, body, param):
 
 
 def test_unknown_fields_are_ignored(server):
-    r = httpx.post(server.url + "/v1/chat/completions", timeout=30,
-                   json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "logit_bias": {},
-                         "user": "me", "some_future_field": [1, 2]})
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        timeout=30,
+        json={
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 3,
+            "logit_bias": {},
+            "user": "me",
+            "some_future_field": [1, 2],
+        },
+    )
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
 
 
@@ -191,12 +229,21 @@ def test_generation_error_is_500_and_server_keeps_serving(server):
         pass
 
     register(MethodSpec("boom_test", BoomConfig, lambda config: _Boom(), "test drafter that fails"))
-    r = httpx.post(server.url + "/v1/chat/completions", timeout=30,
-                   json={"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 30,
-                         "hasten": {"method": "boom_test"}})
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        timeout=30,
+        json={
+            "messages": [{"role": "user", "content": "hello there"}],
+            "max_tokens": 30,
+            "hasten": {"method": "boom_test"},
+        },
+    )
     assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
-    ok = httpx.post(server.url + "/v1/chat/completions", timeout=30,
-                    json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    ok = httpx.post(
+        server.url + "/v1/chat/completions",
+        timeout=30,
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+    )
     assert ok.status_code == 200
 
 
@@ -221,19 +268,30 @@ def test_metrics_move_by_the_right_amounts(server, tiny_setup):
     _, stats = reference(model, tokenizer, messages, "prompt_lookup", max_tokens=30)
     drafted_steps = [(d, a) for d, a in zip(stats.drafted, stats.accepted) if d]
     assert drafted_steps, "the known request must draft"
-    names = ["hasten:spec_decode_num_drafts_total", "hasten:spec_decode_num_draft_tokens_total",
-             "hasten:spec_decode_num_accepted_tokens_total", "hasten:generation_tokens_total",
-             "hasten:prompt_tokens_total", "hasten:request_success_total"]
+    names = [
+        "hasten:spec_decode_num_drafts_total",
+        "hasten:spec_decode_num_draft_tokens_total",
+        "hasten:spec_decode_num_accepted_tokens_total",
+        "hasten:generation_tokens_total",
+        "hasten:prompt_tokens_total",
+        "hasten:request_success_total",
+    ]
     before = httpx.get(server.url + "/metrics").text
     client(server).chat.completions.create(model="tiny", messages=messages, max_tokens=30, temperature=0)
     after = httpx.get(server.url + "/metrics").text
     delta = {n: _metric(after, n) - _metric(before, n) for n in names}
-    assert delta == {names[0]: len(drafted_steps), names[1]: sum(d for d, _ in drafted_steps),
-                     names[2]: sum(a for _, a in drafted_steps), names[3]: stats.new_tokens,
-                     names[4]: stats.prompt_tokens, names[5]: 1}
+    assert delta == {
+        names[0]: len(drafted_steps),
+        names[1]: sum(d for d, _ in drafted_steps),
+        names[2]: sum(a for _, a in drafted_steps),
+        names[3]: stats.new_tokens,
+        names[4]: stats.prompt_tokens,
+        names[5]: 1,
+    }
     pos0 = "hasten:spec_decode_num_accepted_tokens_per_pos_total"
     assert _metric(after, pos0, position=0) - _metric(before, pos0, position=0) == sum(
-        1 for _, a in drafted_steps if a >= 1)
+        1 for _, a in drafted_steps if a >= 1
+    )
     assert re.search(r"hasten:time_to_first_token_seconds_count\{[^}]*\} [1-9]", after)
     assert re.search(r"hasten:inter_token_latency_seconds_count\{[^}]*\} [1-9]", after)
 
@@ -247,8 +305,7 @@ def test_queue_full_is_429_and_disconnect_frees_the_row(tiny_setup):
             break
     else:
         pytest.fail("no prompt whose greedy output runs 220 tokens")
-    long_body = {"messages": messages, "max_tokens": 220, "stream": True, "temperature": 0,
-                 "hasten": {"method": None}}
+    long_body = {"messages": messages, "max_tokens": 220, "stream": True, "temperature": 0, "hasten": {"method": None}}
     with serving(model, tokenizer, max_batch=1, max_queue=1) as live:
         with httpx.Client(base_url=live.url, timeout=30) as http:
             with http.stream("POST", "/v1/chat/completions", json=long_body) as first:
@@ -257,14 +314,20 @@ def test_queue_full_is_429_and_disconnect_frees_the_row(tiny_setup):
 
                 async def queued_then_full():
                     async with httpx.AsyncClient(base_url=live.url, timeout=60) as ac:
-                        waiting = asyncio.create_task(ac.post("/v1/chat/completions", json={
-                            "messages": [{"role": "user", "content": "q"}], "max_tokens": 2}))
+                        waiting = asyncio.create_task(
+                            ac.post(
+                                "/v1/chat/completions",
+                                json={"messages": [{"role": "user", "content": "q"}], "max_tokens": 2},
+                            )
+                        )
                         deadline = time.time() + 30
                         while (await ac.get("/health")).json()["waiting"] < 1:
                             assert time.time() < deadline, "the second request never queued"
                             await asyncio.sleep(0.02)
-                        full = await ac.post("/v1/chat/completions", json={
-                            "messages": [{"role": "user", "content": "r"}], "max_tokens": 2})
+                        full = await ac.post(
+                            "/v1/chat/completions",
+                            json={"messages": [{"role": "user", "content": "r"}], "max_tokens": 2},
+                        )
                         waiting.cancel()
                         return full
 
@@ -278,6 +341,7 @@ def test_queue_full_is_429_and_disconnect_frees_the_row(tiny_setup):
             health = httpx.get(live.url + "/health").json()
             assert health["running"] == 0 and health["waiting"] == 0
             start = time.time()
-            r = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "next"}],
-                                                        "max_tokens": 3})
+            r = http.post(
+                "/v1/chat/completions", json={"messages": [{"role": "user", "content": "next"}], "max_tokens": 3}
+            )
             assert r.status_code == 200 and time.time() - start < 10  # served at once, not after 220 tokens

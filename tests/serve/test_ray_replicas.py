@@ -28,8 +28,10 @@ def test_two_replicas_answer_and_both_are_used(tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_deployment(str(folder), "float64", ServeConfig(model_name="tiny", draft_budget=None), 2,
-                                   threads=0), route_prefix="/")
+        serve.run(
+            build_deployment(str(folder), "float64", ServeConfig(model_name="tiny", draft_budget=None), 2, threads=0),
+            route_prefix="/",
+        )
         seen, texts = set(), set()
         deadline = time.time() + 120
         body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "temperature": 0}

@@ -23,6 +23,19 @@ from .generate import GenerationStats, generate, image_generator, list_methods
 from .methods import METHODS, ImageStats, MethodSpec
 from .models import MODELS, load
 
-__all__ = ["generate", "load", "list_methods", "image_generator", "GenerationStats", "ImageStats", "MethodSpec",
-           "METHODS", "MODELS", "CFGRows", "DecodeSettings", "DiscreteAdapter", "ContinuousAdapter",
-           "ImageTokenModel"]
+__all__ = [
+    "generate",
+    "load",
+    "list_methods",
+    "image_generator",
+    "GenerationStats",
+    "ImageStats",
+    "MethodSpec",
+    "METHODS",
+    "MODELS",
+    "CFGRows",
+    "DecodeSettings",
+    "DiscreteAdapter",
+    "ContinuousAdapter",
+    "ImageTokenModel",
+]

@@ -52,8 +52,10 @@ __all__ = ["ArimageBenchOptions", "Setting", "settings_for", "run_bench", "rende
 SEEDS = {"A": 0, "B": 1, "C": 2}
 SAMPLING = {"digits-ar": dict(cfg_scale=3.0, top_k=8), "digits-mar": dict(cfg_scale=3.0)}
 TARGETS = {  # the issue's goals: (description, check(record))
-    "sjd": ("forward_reduction >= 2, speedup >= 1.5, fid within floor",
-            lambda r: r["forward_reduction"] >= 2 and r["speedup"] >= 1.5 and r["within_floor"]),
+    "sjd": (
+        "forward_reduction >= 2, speedup >= 1.5, fid within floor",
+        lambda r: r["forward_reduction"] >= 2 and r["speedup"] >= 1.5 and r["within_floor"],
+    ),
     "gsd": ("speedup >= 3, accuracy within 2 points", lambda r: r["speedup"] >= 3 and r["accuracy_drop"] <= 0.02),
     "continuous_sd": ("speedup >= 1.5, fid within floor", lambda r: r["speedup"] >= 1.5 and r["within_floor"]),
     "disa": ("speedup >= 2, fid within floor", lambda r: r["speedup"] >= 2 and r["within_floor"]),
@@ -75,18 +77,22 @@ class Setting:
 def settings_for(model: str, quick: bool) -> list[Setting]:
     """The settings measured for ``model`` (fewer with ``quick``)."""
     if model == "digits-ar":
-        full = [Setting("sjd", (("window", 16), ("init", "spatial"))),
-                Setting("sjd", (("window", 16), ("init", "random"))),
-                Setting("sjd", (("window", 32), ("init", "spatial"))),
-                Setting("gsd", (("window", 16), ("group_size", 4), ("neighbours", 2))),
-                Setting("gsd", (("window", 32), ("group_size", 8), ("neighbours", 4))),
-                Setting("lantern", (("window", 16), ("k", 2), ("delta", 0.1))),
-                Setting("lantern", (("window", 16), ("k", 4), ("delta", 0.3)))]
+        full = [
+            Setting("sjd", (("window", 16), ("init", "spatial"))),
+            Setting("sjd", (("window", 16), ("init", "random"))),
+            Setting("sjd", (("window", 32), ("init", "spatial"))),
+            Setting("gsd", (("window", 16), ("group_size", 4), ("neighbours", 2))),
+            Setting("gsd", (("window", 32), ("group_size", 8), ("neighbours", 4))),
+            Setting("lantern", (("window", 16), ("k", 2), ("delta", 0.1))),
+            Setting("lantern", (("window", 16), ("k", 4), ("delta", 0.3))),
+        ]
         return [full[0], full[3], full[5]] if quick else full
-    full = [Setting("continuous_sd", (("gamma", 4), ("head_steps", 25))),
-            Setting("continuous_sd", (("gamma", 2), ("head_steps", 25))),
-            Setting("disa", (("start_steps", 25), ("end_steps", 5))),
-            Setting("disa", (("start_steps", 25), ("end_steps", 2)))]
+    full = [
+        Setting("continuous_sd", (("gamma", 4), ("head_steps", 25))),
+        Setting("continuous_sd", (("gamma", 2), ("head_steps", 25))),
+        Setting("disa", (("start_steps", 25), ("end_steps", 5))),
+        Setting("disa", (("start_steps", 25), ("end_steps", 2))),
+    ]
     return [full[0], full[3]] if quick else full
 
 
@@ -120,8 +126,14 @@ class ArimageBenchOptions:
             raise ValueError("images, timing_images and repeats must be >= 1")
 
     @classmethod
-    def make(cls, out: Path, quick: bool = False, resume: bool = False, command: str = "",
-             models: tuple[str, ...] = ("digits-ar", "digits-mar")) -> ArimageBenchOptions:
+    def make(
+        cls,
+        out: Path,
+        quick: bool = False,
+        resume: bool = False,
+        command: str = "",
+        models: tuple[str, ...] = ("digits-ar", "digits-mar"),
+    ) -> ArimageBenchOptions:
         if quick:
             return cls(out, models, True, images=30, timing_images=5, repeats=1, resume=resume, command=command)
         return cls(out, models, False, resume=resume, command=command)
@@ -191,16 +203,28 @@ def measure(run: _ModelRun, setting: Setting) -> dict[str, Any]:
     fid = float(np.mean([run.judge.fid(images, run.reference[k][0]) for k in ("B", "C")]))
     accuracy = run.judge.accuracy(images, run.labels)
     record: dict[str, Any] = {
-        "model": run.name, "method": setting.method, "setting": setting.label, "seed": SEEDS["A"],
-        "images": int(run.labels.numel()), "speedup": ref_seconds / seconds, "seconds": seconds,
-        "reference_seconds": ref_seconds, "forwards_per_image": stats.forwards_per_image,
+        "model": run.name,
+        "method": setting.method,
+        "setting": setting.label,
+        "seed": SEEDS["A"],
+        "images": int(run.labels.numel()),
+        "speedup": ref_seconds / seconds,
+        "seconds": seconds,
+        "reference_seconds": ref_seconds,
+        "forwards_per_image": stats.forwards_per_image,
         "reference_forwards_per_image": run.reference_forwards,
         "forward_reduction": run.reference_forwards / stats.forwards_per_image,
         "head_calls_per_image": sum(s.head_calls for s in stats.per_image) / stats.images,
-        "mean_accepted_tokens": stats.mean_accepted_tokens, "acceptance_rate": stats.acceptance_rate,
-        "accuracy": accuracy, "reference_accuracy": run.reference_accuracy,
-        "accuracy_drop": run.reference_accuracy - accuracy, "fid": fid, "fid_floor": run.floor,
-        "within_floor": fid <= run.floor, "repeats": options.repeats, "timing_images": options.timing_images,
+        "mean_accepted_tokens": stats.mean_accepted_tokens,
+        "acceptance_rate": stats.acceptance_rate,
+        "accuracy": accuracy,
+        "reference_accuracy": run.reference_accuracy,
+        "accuracy_drop": run.reference_accuracy - accuracy,
+        "fid": fid,
+        "fid_floor": run.floor,
+        "within_floor": fid <= run.floor,
+        "repeats": options.repeats,
+        "timing_images": options.timing_images,
     }
     if tokens is not None and setting.method == "sjd":
         pvalues = token_tests(tokens.numpy(), run.reference["B"][1].numpy())
@@ -220,17 +244,33 @@ def run_bench(options: ArimageBenchOptions, progress: Any = print) -> list[dict[
         ValueError: ``resume`` with a run folder made with other protocol options.
     """
     out = options.out
-    protocol = {"models": list(options.models), "quick": options.quick, "images": options.images,
-                "timing_images": options.timing_images, "repeats": options.repeats}
+    protocol = {
+        "models": list(options.models),
+        "quick": options.quick,
+        "images": options.images,
+        "timing_images": options.timing_images,
+        "repeats": options.repeats,
+    }
     if options.resume and (out / "meta.json").is_file():
         previous = read_meta(out)
         if previous.get("protocol") != protocol:
             raise ValueError(f"--resume: {out} was made with {previous.get('protocol')}, not {protocol}")
-    write_meta(out, {"protocol": protocol, "command": options.command, "torch": torch.__version__,
-                     "threads": torch.get_num_threads(), "machine": platform.machine(),
-                     "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-    done = {(r["model"], r["method"], r["setting"]) for r in read_bench_records(out / RECORDS_FILE)} \
-        if options.resume else set()
+    write_meta(
+        out,
+        {
+            "protocol": protocol,
+            "command": options.command,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    done = (
+        {(r["model"], r["method"], r["setting"]) for r in read_bench_records(out / RECORDS_FILE)}
+        if options.resume
+        else set()
+    )
     if not options.resume and (out / RECORDS_FILE).exists():
         (out / RECORDS_FILE).unlink()
     judge = Judge()
@@ -246,8 +286,13 @@ def run_bench(options: ArimageBenchOptions, progress: Any = print) -> list[dict[
                 try:
                     record = measure(run, setting)
                 except (ValueError, RuntimeError, OSError) as err:
-                    record = {"model": name, "method": setting.method, "setting": setting.label,
-                              "seed": SEEDS["A"], "error": f"{type(err).__name__}: {err}"}
+                    record = {
+                        "model": name,
+                        "method": setting.method,
+                        "setting": setting.label,
+                        "seed": SEEDS["A"],
+                        "error": f"{type(err).__name__}: {err}",
+                    }
                 log.append(encode(record))
     records = read_bench_records(out / RECORDS_FILE)
     render_report(out, records, options)
@@ -262,13 +307,23 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else str(value)
 
 
-COLUMNS = [("method", "method", "s"), ("setting", "setting", "s"), ("speedup", "speedup", ".2f"),
-           ("fwd/img", "forwards_per_image", ".1f"), ("fwd reduction", "forward_reduction", ".2f"),
-           ("head calls/img", "head_calls_per_image", ".0f"), ("tau", "mean_accepted_tokens", ".2f"),
-           ("accept", "acceptance_rate", ".2f"), ("accuracy", "accuracy", ".3f"),
-           ("ref accuracy", "reference_accuracy", ".3f"), ("FID", "fid", ".2f"), ("floor", "fid_floor", ".2f"),
-           ("within floor", "within_floor", ""), ("token tests p<0.01", "token_rejections", "d"),
-           ("target met", "target_met", "")]
+COLUMNS = [
+    ("method", "method", "s"),
+    ("setting", "setting", "s"),
+    ("speedup", "speedup", ".2f"),
+    ("fwd/img", "forwards_per_image", ".1f"),
+    ("fwd reduction", "forward_reduction", ".2f"),
+    ("head calls/img", "head_calls_per_image", ".0f"),
+    ("tau", "mean_accepted_tokens", ".2f"),
+    ("accept", "acceptance_rate", ".2f"),
+    ("accuracy", "accuracy", ".3f"),
+    ("ref accuracy", "reference_accuracy", ".3f"),
+    ("FID", "fid", ".2f"),
+    ("floor", "fid_floor", ".2f"),
+    ("within floor", "within_floor", ""),
+    ("token tests p<0.01", "token_rejections", "d"),
+    ("target met", "target_met", ""),
+]
 
 
 def report_table(records: list[dict[str, Any]], model: str) -> list[str]:
@@ -284,11 +339,17 @@ def report_table(records: list[dict[str, Any]], model: str) -> list[str]:
 
 def render_report(out: Path, records: list[dict[str, Any]], options: ArimageBenchOptions) -> None:
     """report.md, grid.png and speedup_fidelity.png from the records."""
-    lines = ["# hasten bench-arimage", "", f"Command: `{options.command or 'hasten bench-arimage'}`  ",
-             f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {platform.machine()}; "
-             f"{options.images} images per fidelity set, timing on {options.timing_images} images, "
-             f"{options.repeats} interleaved pair(s). Timing on a shared machine is noisy: re-run on a quiet one.",
-             "", "Targets (issue 19): " + "; ".join(f"`{m}`: {d}" for m, (d, _) in TARGETS.items()), ""]
+    lines = [
+        "# hasten bench-arimage",
+        "",
+        f"Command: `{options.command or 'hasten bench-arimage'}`  ",
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {platform.machine()}; "
+        f"{options.images} images per fidelity set, timing on {options.timing_images} images, "
+        f"{options.repeats} interleaved pair(s). Timing on a shared machine is noisy: re-run on a quiet one.",
+        "",
+        "Targets (issue 19): " + "; ".join(f"`{m}`: {d}" for m, (d, _) in TARGETS.items()),
+        "",
+    ]
     for model in options.models:
         lines += [f"## {model}", "", f"Sampling: {SAMPLING[model]}", ""] + report_table(records, model) + [""]
     lines += ["![grid](grid.png)", "", "![speedup vs fidelity](speedup_fidelity.png)", ""]

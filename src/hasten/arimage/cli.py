@@ -1,8 +1,8 @@
 """``hasten bench-arimage``: a thin adapter from options to :func:`hasten.arimage.bench.run_bench`.
 
-    hasten bench-arimage --quick                 # < 3 min on 2 cores
-    hasten bench-arimage --out results/arimage
-    hasten bench-arimage --out results/arimage --resume
+hasten bench-arimage --quick                 # < 3 min on 2 cores
+hasten bench-arimage --out results/arimage
+hasten bench-arimage --out results/arimage --resume
 """
 
 from __future__ import annotations

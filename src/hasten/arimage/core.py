@@ -23,8 +23,16 @@ import torch
 
 from ..sampling import SamplingParams, process_logits
 
-__all__ = ["COND", "UNCOND", "CFGRows", "DecodeSettings", "relaxed_speculative_accept", "lantern_accept_mass",
-           "gsd_accept_mass", "neighbour_order"]
+__all__ = [
+    "COND",
+    "UNCOND",
+    "CFGRows",
+    "DecodeSettings",
+    "relaxed_speculative_accept",
+    "lantern_accept_mass",
+    "gsd_accept_mass",
+    "neighbour_order",
+]
 
 COND, UNCOND = "cond", "uncond"
 
@@ -126,8 +134,9 @@ def neighbour_order(codebook: torch.Tensor) -> torch.Tensor:
     return dist.argsort(dim=1, stable=True)
 
 
-def lantern_accept_mass(draft_tokens: torch.Tensor, target_probs: torch.Tensor, order: torch.Tensor, k: int,
-                        delta: float) -> torch.Tensor:
+def lantern_accept_mass(
+    draft_tokens: torch.Tensor, target_probs: torch.Tensor, order: torch.Tensor, k: int, delta: float
+) -> torch.Tensor:
     """LANTERN's relaxed target mass of each draft (Jang et al., "LANTERN: Accelerating Visual
     Autoregressive Models with Relaxed Speculative Decoding", arXiv 2410.03355).
 
@@ -150,14 +159,20 @@ def lantern_accept_mass(draft_tokens: torch.Tensor, target_probs: torch.Tensor, 
     own = target_probs[rows, draft_tokens]
     if k == 0 or delta == 0 or draft_tokens.numel() == 0:
         return own
-    neighbours = order[draft_tokens, 1:k + 1]  # (K, k)
+    neighbours = order[draft_tokens, 1 : k + 1]  # (K, k)
     mass = target_probs[rows.unsqueeze(1), neighbours]
     moved = mass.cumsum(dim=1)
     return own + (moved * (moved <= delta)).amax(dim=1).clamp_min(0)
 
 
-def gsd_accept_mass(draft_tokens: torch.Tensor, draft_probs: torch.Tensor, target_probs: torch.Tensor,
-                    order: torch.Tensor, group_size: int, neighbours: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gsd_accept_mass(
+    draft_tokens: torch.Tensor,
+    draft_probs: torch.Tensor,
+    target_probs: torch.Tensor,
+    order: torch.Tensor,
+    group_size: int,
+    neighbours: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Grouped Speculative Decoding's group masses (So et al., "Grouped Speculative Decoding
     for Autoregressive Image Generation", arXiv 2508.07747).
 
@@ -181,18 +196,23 @@ def gsd_accept_mass(draft_tokens: torch.Tensor, draft_probs: torch.Tensor, targe
     num, den = target_probs[rows, draft_tokens], draft_probs[rows, draft_tokens]
     if group_size == 0 or neighbours == 0 or draft_tokens.numel() == 0:
         return num, den
-    top = target_probs[:draft_tokens.numel()].topk(min(group_size, target_probs.shape[1]), dim=1).indices
-    in_top = torch.zeros_like(target_probs[:draft_tokens.numel()], dtype=torch.bool).scatter_(1, top, True)
-    near = order[draft_tokens, 1:neighbours + 1]  # (K, m)
+    top = target_probs[: draft_tokens.numel()].topk(min(group_size, target_probs.shape[1]), dim=1).indices
+    in_top = torch.zeros_like(target_probs[: draft_tokens.numel()], dtype=torch.bool).scatter_(1, top, True)
+    near = order[draft_tokens, 1 : neighbours + 1]  # (K, m)
     member = in_top[rows.unsqueeze(1), near] & (target_probs[rows.unsqueeze(1), near] > 0)
     extra_target = (target_probs[rows.unsqueeze(1), near] * member).sum(dim=1)
     extra_draft = (draft_probs[rows.unsqueeze(1), near] * member).sum(dim=1)
     return num + extra_target, den + extra_draft
 
 
-def relaxed_speculative_accept(draft_tokens: torch.Tensor, draft_probs: torch.Tensor, target_probs: torch.Tensor,
-                               accept_num: torch.Tensor, accept_den: torch.Tensor,
-                               generator: torch.Generator | None) -> tuple[list[int], int]:
+def relaxed_speculative_accept(
+    draft_tokens: torch.Tensor,
+    draft_probs: torch.Tensor,
+    target_probs: torch.Tensor,
+    accept_num: torch.Tensor,
+    accept_den: torch.Tensor,
+    generator: torch.Generator | None,
+) -> tuple[list[int], int]:
     """Speculative sampling with a relaxed acceptance ratio ``accept_num / accept_den``.
 
     Draft i is accepted with probability min(1, accept_num[i] / accept_den[i]), left to

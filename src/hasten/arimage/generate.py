@@ -79,10 +79,20 @@ def _check_labels(labels: Sequence[int] | torch.Tensor, num_classes: int) -> lis
 
 
 @torch.no_grad()
-def generate(model: Any, labels: Sequence[int] | torch.Tensor, method: str = "sjd", *, cfg_scale: float = 3.0,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-             cfg_roles: tuple[str, ...] = (COND, UNCOND), config: Any = None,
-             **options: Any) -> tuple[torch.Tensor, GenerationStats]:
+def generate(
+    model: Any,
+    labels: Sequence[int] | torch.Tensor,
+    method: str = "sjd",
+    *,
+    cfg_scale: float = 3.0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    cfg_roles: tuple[str, ...] = (COND, UNCOND),
+    config: Any = None,
+    **options: Any,
+) -> tuple[torch.Tensor, GenerationStats]:
     """Generate one image per class label.
 
     Args:

@@ -41,8 +41,9 @@ AcceptRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator
 INITS = ("random", "spatial")
 
 
-def _initial_draft(position: int, committed: list[int], pending: dict[int, torch.Tensor], width: int,
-                   vocab: int, init: str) -> torch.Tensor:
+def _initial_draft(
+    position: int, committed: list[int], pending: dict[int, torch.Tensor], width: int, vocab: int, init: str
+) -> torch.Tensor:
     """(V,) float64 draft distribution for a position entering the window."""
     above = position - width
     if init == "spatial" and 0 <= above < len(committed):
@@ -52,8 +53,9 @@ def _initial_draft(position: int, committed: list[int], pending: dict[int, torch
     return torch.full((vocab,), 1.0 / vocab, dtype=torch.float64)
 
 
-def jacobi_tokens(model, label: int, settings: DecodeSettings, generator: torch.Generator, window: int,
-                  init: str, accept: AcceptRule) -> tuple[torch.Tensor, ImageStats]:
+def jacobi_tokens(
+    model, label: int, settings: DecodeSettings, generator: torch.Generator, window: int, init: str, accept: AcceptRule
+) -> tuple[torch.Tensor, ImageStats]:
     """One discrete-token image by Jacobi drafting and speculative verification.
 
     Args:
@@ -97,8 +99,11 @@ def jacobi_tokens(model, label: int, settings: DecodeSettings, generator: torch.
         stats.accepted += a
         stats.accepted_per_forward.append(a + 1)
         last = nxt
-        draft_rows = list(target_probs[a + 1:])  # Jacobi: redraw the rest from this forward's rows
-        drafts = [int(t) for t in torch.multinomial(target_probs[a + 1:], 1, generator=generator).flatten()] \
-            if draft_rows else []
+        draft_rows = list(target_probs[a + 1 :])  # Jacobi: redraw the rest from this forward's rows
+        drafts = (
+            [int(t) for t in torch.multinomial(target_probs[a + 1 :], 1, generator=generator).flatten()]
+            if draft_rows
+            else []
+        )
     stats.tokens = length
     return torch.tensor(committed[:length], dtype=torch.int64), stats

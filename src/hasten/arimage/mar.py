@@ -23,8 +23,15 @@ from .core import DecodeSettings
 from .methods import ImageStats
 from .models.digits_mar import respaced
 
-__all__ = ["MIN_STD", "guided_eps", "posterior", "sample_token", "trajectory_logpdf", "mar_reference_tokens",
-           "annealed_steps"]
+__all__ = [
+    "MIN_STD",
+    "guided_eps",
+    "posterior",
+    "sample_token",
+    "trajectory_logpdf",
+    "mar_reference_tokens",
+    "annealed_steps",
+]
 
 MIN_STD = 0.01
 
@@ -62,8 +69,9 @@ def posterior(x: torch.Tensor, eps: torch.Tensor, abar: float, abar_prev: float)
     return coef_x0 * x0 + coef_x * x, std
 
 
-def sample_token(model, z: torch.Tensor, settings: DecodeSettings, steps: int, generator: torch.Generator,
-                 record: bool = False) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+def sample_token(
+    model, z: torch.Tensor, settings: DecodeSettings, steps: int, generator: torch.Generator, record: bool = False
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
     """Draw N tokens with ``steps`` DDPM steps of the head.
 
     Args:
@@ -79,8 +87,9 @@ def sample_token(model, z: torch.Tensor, settings: DecodeSettings, steps: int, g
     path = [x] if record else []
     logpdf = torch.zeros(z.shape[1], dtype=torch.float64)
     for s in range(steps):
-        mean, std = posterior(x, guided_eps(model, x, int(timesteps[s]), z, settings), float(abar[s]),
-                              float(abar_prev[s]))
+        mean, std = posterior(
+            x, guided_eps(model, x, int(timesteps[s]), z, settings), float(abar[s]), float(abar_prev[s])
+        )
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         x = mean + std * settings.temperature * noise
         sigma = std * settings.temperature
@@ -104,8 +113,9 @@ def trajectory_logpdf(model, z: torch.Tensor, path: list[torch.Tensor], settings
     timesteps, abar, abar_prev = respaced(steps)
     total = torch.zeros(path[0].shape[0], dtype=torch.float64)
     for s in range(steps):
-        mean, std = posterior(path[s], guided_eps(model, path[s], int(timesteps[s]), z, settings), float(abar[s]),
-                              float(abar_prev[s]))
+        mean, std = posterior(
+            path[s], guided_eps(model, path[s], int(timesteps[s]), z, settings), float(abar[s]), float(abar_prev[s])
+        )
         sigma = std * settings.temperature
         diff = (path[s + 1] - mean).double()
         total += (-0.5 * (diff / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)).sum(dim=1)
@@ -121,8 +131,9 @@ def annealed_steps(position: int, length: int, start: int, end: int) -> int:
     return max(1, round(start + (end - start) * progress))
 
 
-def mar_reference_tokens(model, label: int, settings: DecodeSettings, generator: torch.Generator,
-                         head_steps: int | list[int]) -> tuple[torch.Tensor, ImageStats]:
+def mar_reference_tokens(
+    model, label: int, settings: DecodeSettings, generator: torch.Generator, head_steps: int | list[int]
+) -> tuple[torch.Tensor, ImageStats]:
     """Plain AR sampling of one continuous-token image (the reference; also DiSA with a
     per-position ``head_steps`` list).
 

@@ -41,11 +41,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["LlamaCppModel", "LlamaCppCache", "LlamaCppTarget", "load_llamacpp", "requantize_gguf", "GGUF_TYPES",
-           "INSTALL_HINT"]
+__all__ = [
+    "LlamaCppModel",
+    "LlamaCppCache",
+    "LlamaCppTarget",
+    "load_llamacpp",
+    "requantize_gguf",
+    "GGUF_TYPES",
+    "INSTALL_HINT",
+]
 
-INSTALL_HINT = ('llama-cpp-python is not installed; install it with CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON '
-                '-DGGML_FMA=ON -DGGML_F16C=ON" pip install llama-cpp-python (about 7 minutes; flags in docs/BENCH.md)')
+INSTALL_HINT = (
+    'llama-cpp-python is not installed; install it with CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON '
+    '-DGGML_FMA=ON -DGGML_F16C=ON" pip install llama-cpp-python (about 7 minutes; flags in docs/BENCH.md)'
+)
 
 _BACKEND_READY = False
 _QUIET = None  # the log callback must outlive every llama.cpp call
@@ -122,8 +131,15 @@ class LlamaCppModel:
 
     backend = "llama.cpp"
 
-    def __init__(self, gguf_path: str | Path, *, threads: int | None = None, context_length: int | None = None,
-                 max_sequences: int = 64, batch_size: int = 512):
+    def __init__(
+        self,
+        gguf_path: str | Path,
+        *,
+        threads: int | None = None,
+        context_length: int | None = None,
+        max_sequences: int = 64,
+        batch_size: int = 512,
+    ):
         self._model = self._ctx = self._batch = None
         lib = _lib()
         self._lib = lib
@@ -212,7 +228,9 @@ class LlamaCppModel:
         self._live += 1
         return LlamaCppCache(generation=self._live)
 
-    def decode(self, tokens: list[int], positions: list[int], seqs: list[list[int]], outputs: list[bool]) -> torch.Tensor:
+    def decode(
+        self, tokens: list[int], positions: list[int], seqs: list[list[int]], outputs: list[bool]
+    ) -> torch.Tensor:
         """One ``llama_decode`` over tokens with explicit positions and sequence ids.
 
         Args:
@@ -245,8 +263,10 @@ class LlamaCppModel:
             out_p[i] = outputs[i]
         code = lib.llama_decode(self._ctx, batch)
         if code != 0:
-            raise RuntimeError(f"llama_decode failed with code {code} (1: no KV cache slot for {n} tokens, "
-                               f"-1: invalid batch); context {self.context_length} tokens")
+            raise RuntimeError(
+                f"llama_decode failed with code {code} (1: no KV cache slot for {n} tokens, "
+                f"-1: invalid batch); context {self.context_length} tokens"
+            )
         rows = sum(1 for o in outputs if o)
         if not rows:
             return torch.empty(0, self.vocab_size)
@@ -263,8 +283,10 @@ class LlamaCppModel:
     def cost_fingerprint(self, context: int) -> str:
         import llama_cpp
 
-        return (f"llamacpp-{self.path.name}-{self.path.stat().st_size}-ctx{context}-threads{self.threads}-"
-                f"{platform.machine()}-{os.cpu_count()}cpu-llama-cpp-python{llama_cpp.__version__}")
+        return (
+            f"llamacpp-{self.path.name}-{self.path.stat().st_size}-ctx{context}-threads{self.threads}-"
+            f"{platform.machine()}-{os.cpu_count()}cpu-llama-cpp-python{llama_cpp.__version__}"
+        )
 
     def measure_cost(self, sizes, context: int = 256, repeats: int = 5):
         """Seconds per ``llama_decode`` of ``size`` tokens (all logits returned, as in

@@ -13,5 +13,16 @@ from .records import read_records
 from .report import render_report
 from .runner import BenchRunner, BenchSettings
 
-__all__ = ["Question", "load_dataset", "Summary", "summarize", "Contender", "Outcome", "Request",
-           "read_records", "render_report", "BenchRunner", "BenchSettings"]
+__all__ = [
+    "Question",
+    "load_dataset",
+    "Summary",
+    "summarize",
+    "Contender",
+    "Outcome",
+    "Request",
+    "read_records",
+    "render_report",
+    "BenchRunner",
+    "BenchSettings",
+]

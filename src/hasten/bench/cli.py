@@ -85,8 +85,10 @@ def load_questions(datasets, subtasks, per_subtask) -> list[Question]:
         DatasetError: no dataset given, a bad spec, or nothing left after filtering.
     """
     if not datasets:
-        raise DatasetError(f"give --dataset spec_bench:PATH/question.jsonl (from {SPEC_BENCH_SOURCE}) "
-                           "and/or --dataset humaneval[:N], or use --quick")
+        raise DatasetError(
+            f"give --dataset spec_bench:PATH/question.jsonl (from {SPEC_BENCH_SOURCE}) "
+            "and/or --dataset humaneval[:N], or use --quick"
+        )
     questions: list[Question] = []
     for spec in datasets:
         loaded = load_dataset(spec)
@@ -130,16 +132,29 @@ def _machine() -> str:
 def _protocol(plan: BenchPlan, names, questions) -> dict[str, Any]:
     """The meta.json fields known before any model loads (checked early on --resume)."""
     s = plan.settings.request.sampling
-    return {"model": plan.model, "dtype": plan.dtype, "methods": list(names),
-            "max_new_tokens": plan.settings.max_new_tokens, "runs": plan.settings.runs,
-            "warmup": plan.settings.warmup, "max_turns": plan.settings.max_turns,
-            "sampling": {"greedy": s.greedy, "do_sample": s.do_sample, "temperature": s.temperature,
-                         "top_k": s.top_k, "top_p": s.top_p, "repetition_penalty": s.repetition_penalty,
-                         "seed": plan.settings.request.seed},
-            "method_options": {k: {f: repr(v) for f, v in o.items()} for k, o in plan.method_options.items()},
-            "draft_model": plan.draft_model,
-            "peer_options": {"prompt_lookup_num_tokens": plan.prompt_lookup_tokens, "gguf": plan.gguf},
-            "datasets": list(plan.datasets), "questions": [[q.subtask, q.question_id] for q in questions]}
+    return {
+        "model": plan.model,
+        "dtype": plan.dtype,
+        "methods": list(names),
+        "max_new_tokens": plan.settings.max_new_tokens,
+        "runs": plan.settings.runs,
+        "warmup": plan.settings.warmup,
+        "max_turns": plan.settings.max_turns,
+        "sampling": {
+            "greedy": s.greedy,
+            "do_sample": s.do_sample,
+            "temperature": s.temperature,
+            "top_k": s.top_k,
+            "top_p": s.top_p,
+            "repetition_penalty": s.repetition_penalty,
+            "seed": plan.settings.request.seed,
+        },
+        "method_options": {k: {f: repr(v) for f, v in o.items()} for k, o in plan.method_options.items()},
+        "draft_model": plan.draft_model,
+        "peer_options": {"prompt_lookup_num_tokens": plan.prompt_lookup_tokens, "gguf": plan.gguf},
+        "datasets": list(plan.datasets),
+        "questions": [[q.subtask, q.question_id] for q in questions],
+    }
 
 
 def _meta(plan: BenchPlan, names, notes, contenders, questions, oracle) -> dict[str, Any]:
@@ -149,10 +164,18 @@ def _meta(plan: BenchPlan, names, notes, contenders, questions, oracle) -> dict[
     import hasten
 
     return _protocol(plan, names, questions) | {
-        "notes": notes, "contenders": {c.name: c.describe() for c in contenders}, "oracle": oracle,
-        "machine": _machine(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": plan.command, "versions": {"hasten": hasten.__version__, "torch": torch.__version__,
-                                              "transformers": transformers.__version__}}
+        "notes": notes,
+        "contenders": {c.name: c.describe() for c in contenders},
+        "oracle": oracle,
+        "machine": _machine(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": plan.command,
+        "versions": {
+            "hasten": hasten.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
 
 
 def _oracle(model, cost_cache: Path | None, fresh: bool) -> dict[str, Any]:
@@ -163,7 +186,12 @@ def _oracle(model, cost_cache: Path | None, fresh: bool) -> dict[str, Any]:
 
     curve = load_or_measure(model, cache_file=cost_cache, refresh=fresh)
     speedup, k = curve.oracle_speedup()
-    return {"speedup": speedup, "k": k, "curve": curve.to_json(), "source": "measured in this run" if fresh else "cache"}
+    return {
+        "speedup": speedup,
+        "k": k,
+        "curve": curve.to_json(),
+        "source": "measured in this run" if fresh else "cache",
+    }
 
 
 def run_method_options(names: list[str], options: dict[str, dict[str, Any]], out: Path) -> dict[str, dict[str, Any]]:
@@ -217,13 +245,24 @@ def execute(plan: BenchPlan) -> Path:
         backend = dtype == "llamacpp"
         draft = None if backend else _load_draft(plan.draft_model, variant, dtype or plan.dtype, tokenizer)
         compiled = _compile(variant, compile_info, dtype or plan.dtype) if plan.compile and not backend else None
-        contexts[dtype] = PeerContext(variant, plan.model, time.perf_counter, draft, plan.prompt_lookup_tokens,
-                                      plan.gguf, torch.get_num_threads(), plan.settings.request.seed, compiled)
+        contexts[dtype] = PeerContext(
+            variant,
+            plan.model,
+            time.perf_counter,
+            draft,
+            plan.prompt_lookup_tokens,
+            plan.gguf,
+            torch.get_num_threads(),
+            plan.settings.request.seed,
+            compiled,
+        )
     contenders = build_contenders(names, contexts, run_method_options(names, plan.method_options, plan.out))
-    runner = BenchRunner(model, tokenizer, contenders, plan.settings, plan.out, progress=plan.progress,
-                         variant_models=variants)
-    runner.prepare(_meta(plan, names, notes, contenders, questions, oracle) | {"compile": compile_info or None},
-                   plan.resume)
+    runner = BenchRunner(
+        model, tokenizer, contenders, plan.settings, plan.out, progress=plan.progress, variant_models=variants
+    )
+    runner.prepare(
+        _meta(plan, names, notes, contenders, questions, oracle) | {"compile": compile_info or None}, plan.resume
+    )
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     try:
@@ -233,8 +272,11 @@ def execute(plan: BenchPlan) -> Path:
         _warn_unreliable_timing()
     except KeyboardInterrupt:
         render_report(plan.out)
-        typer.echo(f"\ninterrupted; finished records and a partial report are in {plan.out}; "
-                   f"continue with --resume --out {plan.out}", err=True)
+        typer.echo(
+            f"\ninterrupted; finished records and a partial report are in {plan.out}; "
+            f"continue with --resume --out {plan.out}",
+            err=True,
+        )
         raise
     render_report(plan.out)
     return plan.out
@@ -266,10 +308,16 @@ def _compile(model, info: dict[str, Any], dtype: str):
     from ..compile import compile_model
 
     compiled = compile_model(model)
-    info[dtype] = {"seconds": round(compiled.compile_seconds, 2), "compiled": compiled.compiled,
-                   "fallback_reason": compiled.fallback_reason}
-    typer.echo(f"compile ({dtype}): {compiled.compile_seconds:.1f} s, "
-               f"{'compiled' if compiled.compiled else 'eager fallback: ' + str(compiled.fallback_reason)}", err=True)
+    info[dtype] = {
+        "seconds": round(compiled.compile_seconds, 2),
+        "compiled": compiled.compiled,
+        "fallback_reason": compiled.fallback_reason,
+    }
+    typer.echo(
+        f"compile ({dtype}): {compiled.compile_seconds:.1f} s, "
+        f"{'compiled' if compiled.compiled else 'eager fallback: ' + str(compiled.fallback_reason)}",
+        err=True,
+    )
     return compiled
 
 
@@ -301,10 +349,15 @@ def _command() -> str:
 
 
 def bench(
-    model: str = typer.Option("smollm2-135m", help="Built-in name, local folder, hub id, or tiny-random (smoke tests)."),
-    methods: Optional[str] = typer.Option(None, help=f"Comma-separated: ar, hasten methods, hf_greedy, hf_prompt_lookup, "
-                                          f"hf_assisted, llamacpp, llamacpp_prompt_lookup. Default {DEFAULT_METHODS} "
-                                          f"(--quick: {QUICK_METHODS})."),
+    model: str = typer.Option(
+        "smollm2-135m", help="Built-in name, local folder, hub id, or tiny-random (smoke tests)."
+    ),
+    methods: Optional[str] = typer.Option(
+        None,
+        help=f"Comma-separated: ar, hasten methods, hf_greedy, hf_prompt_lookup, "
+        f"hf_assisted, llamacpp, llamacpp_prompt_lookup. Default {DEFAULT_METHODS} "
+        f"(--quick: {QUICK_METHODS}).",
+    ),
     dataset: list[str] = typer.Option([], help="spec_bench:PATH, PATH.jsonl, humaneval[:N] or smoke (repeatable)."),
     subtasks: Optional[str] = typer.Option(None, help="Comma-separated subtasks to keep (default all)."),
     per_subtask: Optional[int] = typer.Option(None, min=1, help="First N questions of each Spec-Bench subtask."),
@@ -313,12 +366,21 @@ def bench(
     runs: int = typer.Option(1, min=1, help="Passes over the questions."),
     warmup: int = typer.Option(1, min=0, help="Untimed warm-up generations per method."),
     dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or float64."),
-    draft_model: Optional[str] = typer.Option(None, help="Draft for draft_model / hf_assisted: model name/path or self:K."),
-    method_option: list[str] = typer.Option([], help="METHOD.FIELD=VALUE, e.g. prompt_lookup.max_ngram=4 (repeatable)."),
-    prompt_lookup_num_tokens: int = typer.Option(10, min=1, help="Draft length of hf_prompt_lookup / llamacpp_prompt_lookup."),
+    draft_model: Optional[str] = typer.Option(
+        None, help="Draft for draft_model / hf_assisted: model name/path or self:K."
+    ),
+    method_option: list[str] = typer.Option(
+        [], help="METHOD.FIELD=VALUE, e.g. prompt_lookup.max_ngram=4 (repeatable)."
+    ),
+    prompt_lookup_num_tokens: int = typer.Option(
+        10, min=1, help="Draft length of hf_prompt_lookup / llamacpp_prompt_lookup."
+    ),
     gguf: Optional[str] = typer.Option(None, help="GGUF file for llama.cpp peers (default: the built-in model's)."),
-    do_sample: bool = typer.Option(False, help="Sample instead of greedy decoding (one --seed for all; plain "
-                                   "decoding and draft-free methods are still audited token by token)."),
+    do_sample: bool = typer.Option(
+        False,
+        help="Sample instead of greedy decoding (one --seed for all; plain "
+        "decoding and draft-free methods are still audited token by token).",
+    ),
     temperature: float = typer.Option(1.0),
     top_k: int = typer.Option(0, help="0 = off."),
     top_p: float = typer.Option(1.0),
@@ -326,14 +388,22 @@ def bench(
     seed: int = typer.Option(0, help="Sampling seed."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default results/bench-<time> or results/quick-<time>)."),
     resume: bool = typer.Option(False, help="Continue the run in --out, skipping finished records."),
-    quick: bool = typer.Option(False, help=f"Smoke check: methods {QUICK_METHODS}, built-in prompts + 1 HumanEval "
-                                           "problem (or 1 question per subtask of --dataset), 64 tokens."),
+    quick: bool = typer.Option(
+        False,
+        help=f"Smoke check: methods {QUICK_METHODS}, built-in prompts + 1 HumanEval "
+        "problem (or 1 question per subtask of --dataset), 64 tokens.",
+    ),
     cost_cache: Optional[Path] = typer.Option(None, help="Forward-cost cache file (default: user cache dir)."),
-    fresh_cost: bool = typer.Option(False, help="Measure the forward-cost curve (oracle) now instead of using the cache."),
+    fresh_cost: bool = typer.Option(
+        False, help="Measure the forward-cost curve (oracle) now instead of using the cache."
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar with ETA."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads for the run (default: torch's choice)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the target forward of hasten methods "
-                                                         "(compile time reported apart; eager if it fails)."),
+    compile_: bool = typer.Option(
+        False,
+        "--compile",
+        help="torch.compile the target forward of hasten methods (compile time reported apart; eager if it fails).",
+    ),
 ) -> None:
     """Benchmark methods and peers on the Spec-Bench protocol; writes records, report.md and plots."""
     from ..sampling import SamplingParams
@@ -347,14 +417,33 @@ def bench(
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = out or Path("results") / f"{'quick' if quick else 'bench'}-{stamp}"
     sampling = SamplingParams(do_sample, temperature, top_k, top_p, repetition_penalty)
-    settings = BenchSettings(max_new_tokens=max_new_tokens or (64 if quick else 128), runs=runs, warmup=warmup,
-                             max_turns=max_turns, request=Request(1, sampling, seed))
-    plan = BenchPlan(out=out, model=model, dtype=dtype, methods=_split(methods or (QUICK_METHODS if quick else DEFAULT_METHODS)),
-                     datasets=tuple(dataset) or (QUICK_DATASETS if quick else ()), subtasks=_split(subtasks),
-                     per_subtask=per_subtask or (1 if quick else None), settings=settings,
-                     method_options=parse_method_options(method_option), draft_model=draft_model,
-                     prompt_lookup_tokens=prompt_lookup_num_tokens, gguf=gguf, resume=resume, progress=progress,
-                     cost_cache=cost_cache, fresh_cost=fresh_cost, compile=compile_, command=_command())
+    settings = BenchSettings(
+        max_new_tokens=max_new_tokens or (64 if quick else 128),
+        runs=runs,
+        warmup=warmup,
+        max_turns=max_turns,
+        request=Request(1, sampling, seed),
+    )
+    plan = BenchPlan(
+        out=out,
+        model=model,
+        dtype=dtype,
+        methods=_split(methods or (QUICK_METHODS if quick else DEFAULT_METHODS)),
+        datasets=tuple(dataset) or (QUICK_DATASETS if quick else ()),
+        subtasks=_split(subtasks),
+        per_subtask=per_subtask or (1 if quick else None),
+        settings=settings,
+        method_options=parse_method_options(method_option),
+        draft_model=draft_model,
+        prompt_lookup_tokens=prompt_lookup_num_tokens,
+        gguf=gguf,
+        resume=resume,
+        progress=progress,
+        cost_cache=cost_cache,
+        fresh_cost=fresh_cost,
+        compile=compile_,
+        command=_command(),
+    )
     execute(plan)
     meta, records = read_meta(out), read_records(out / RECORDS_FILE)
     typer.echo("\n".join(text_table(records, meta["methods"], meta)))

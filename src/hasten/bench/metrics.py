@@ -35,10 +35,25 @@ import torch
 
 from .records import item_key
 
-__all__ = ["Summary", "OVERALL", "generations", "tokens_per_second", "speedup", "specbench_speedup",
-           "mean_accepted_tokens",
-           "forward_passes_per_token", "overhead_ms_per_step", "summarize", "exact_match", "agreement",
-           "mismatches", "first_difference", "top2_margin", "subtasks_in", "methods_in"]
+__all__ = [
+    "Summary",
+    "OVERALL",
+    "generations",
+    "tokens_per_second",
+    "speedup",
+    "specbench_speedup",
+    "mean_accepted_tokens",
+    "forward_passes_per_token",
+    "overhead_ms_per_step",
+    "summarize",
+    "exact_match",
+    "agreement",
+    "mismatches",
+    "first_difference",
+    "top2_margin",
+    "subtasks_in",
+    "methods_in",
+]
 
 OVERALL = "overall"
 Record = dict[str, Any]
@@ -65,8 +80,9 @@ class Summary:
     overhead_ms_per_step: float | None
 
 
-def generations(records: Iterable[Record], method: str | None = None, subtask: str = OVERALL,
-                ok: bool | None = True) -> list[Record]:
+def generations(
+    records: Iterable[Record], method: str | None = None, subtask: str = OVERALL, ok: bool | None = True
+) -> list[Record]:
     """Generation records of ``method`` (any when None) in ``subtask``; ``ok`` True keeps
     successes, False errors, None both."""
     out = []
@@ -113,6 +129,7 @@ def specbench_speedup(method_recs: Sequence[Record], baseline_recs: Sequence[Rec
     question B method 10 in 1 s (10), baseline 10 in 1 s (10) -> (100 + 10) / 2 over
     (50 + 10) / 2 = 1.833 (the ratio of sums gives 110 / 2 over 110 / 3 = 1.5).
     """
+
     def per_question(recs):
         grouped: dict[tuple, dict[Any, Record]] = {}
         for r in recs:
@@ -163,23 +180,31 @@ def overhead_ms_per_step(recs: Sequence[Record]) -> float | None:
     return 1000 * sum(r["seconds"] - r["forward_seconds"] for r in counted) / steps
 
 
-def summarize(records: Sequence[Record], method: str, subtask: str = OVERALL,
-              baseline: str = "ar") -> Summary:
+def summarize(records: Sequence[Record], method: str, subtask: str = OVERALL, baseline: str = "ar") -> Summary:
     """All figures of ``method`` over ``subtask`` (see the module docstring)."""
     good = generations(records, method, subtask)
     base = generations(records, baseline, subtask)
-    return Summary(method=method, subtask=subtask, generations=len(good),
-                   errors=len(generations(records, method, subtask, ok=False)),
-                   new_tokens=sum(r["new_tokens"] for r in good), seconds=sum(r["seconds"] for r in good),
-                   tokens_per_second=tokens_per_second(good), speedup=speedup(good, base),
-                   mean_accepted_tokens=mean_accepted_tokens(good),
-                   forward_passes_per_token=forward_passes_per_token(good),
-                   overhead_ms_per_step=overhead_ms_per_step(good))
+    return Summary(
+        method=method,
+        subtask=subtask,
+        generations=len(good),
+        errors=len(generations(records, method, subtask, ok=False)),
+        new_tokens=sum(r["new_tokens"] for r in good),
+        seconds=sum(r["seconds"] for r in good),
+        tokens_per_second=tokens_per_second(good),
+        speedup=speedup(good, base),
+        mean_accepted_tokens=mean_accepted_tokens(good),
+        forward_passes_per_token=forward_passes_per_token(good),
+        overhead_ms_per_step=overhead_ms_per_step(good),
+    )
 
 
 def _audits(records: Iterable[Record], method: str, subtask: str) -> list[Record]:
-    return [r for r in records if r.get("kind") == "audit" and r["method"] == method
-            and (subtask == OVERALL or r["subtask"] == subtask)]
+    return [
+        r
+        for r in records
+        if r.get("kind") == "audit" and r["method"] == method and (subtask == OVERALL or r["subtask"] == subtask)
+    ]
 
 
 def exact_match(records: Sequence[Record], method: str, subtask: str = OVERALL) -> tuple[int, int]:
@@ -193,8 +218,7 @@ def mismatches(records: Sequence[Record], method: str) -> list[Record]:
     return sorted((a for a in _audits(records, method, OVERALL) if not a["exact"]), key=item_key)
 
 
-def agreement(records: Sequence[Record], method: str, reference: str,
-              subtask: str = OVERALL) -> tuple[int, int]:
+def agreement(records: Sequence[Record], method: str, reference: str, subtask: str = OVERALL) -> tuple[int, int]:
     """(equal, compared): question turns where ``method``'s token ids equal ``reference``'s
     (by output hash), over turns both finished.
 

@@ -42,8 +42,23 @@ import torch
 
 from ..sampling import SamplingParams
 
-__all__ = ["LLAMACPP_VARIANTS", "split_variant", "baseline_of", "Request", "Outcome", "Contender", "ForwardTimer", "HastenContender", "HFContender",
-           "LlamaCppContender", "PeerContext", "PEERS", "check_methods", "build_contenders", "gguf_precision"]
+__all__ = [
+    "LLAMACPP_VARIANTS",
+    "split_variant",
+    "baseline_of",
+    "Request",
+    "Outcome",
+    "Contender",
+    "ForwardTimer",
+    "HastenContender",
+    "HFContender",
+    "LlamaCppContender",
+    "PeerContext",
+    "PEERS",
+    "check_methods",
+    "build_contenders",
+    "gguf_precision",
+]
 
 Clock = Callable[[], float]
 
@@ -98,8 +113,12 @@ class Contender(ABC):
         """Generate after ``prompt_ids``; raises whatever the underlying library raises."""
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.engine, "precision": self.precision, "uses_target": self.uses_target,
-                "sampled_exact": self.sampled_exact}
+        return {
+            "engine": self.engine,
+            "precision": self.precision,
+            "uses_target": self.uses_target,
+            "sampled_exact": self.sampled_exact,
+        }
 
 
 class ForwardTimer:
@@ -126,8 +145,10 @@ class ForwardTimer:
 
     def __enter__(self) -> "ForwardTimer":
         self.calls, self.seconds, self._start = 0, 0.0, None
-        self._handles = [self.module.register_forward_pre_hook(self._pre),
-                         self.module.register_forward_hook(self._post)]
+        self._handles = [
+            self.module.register_forward_pre_hook(self._pre),
+            self.module.register_forward_hook(self._post),
+        ]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -149,8 +170,7 @@ class HastenContender(Contender):
 
     engine = "hasten"
 
-    def __init__(self, name: str, model, method: str | None, clock: Clock,
-                 options: dict[str, Any] | None = None):
+    def __init__(self, name: str, model, method: str | None, clock: Clock, options: dict[str, Any] | None = None):
         from ..compile import CompiledModel
         from ..drafters import get_method
         from ..targets import is_backend_model
@@ -172,22 +192,38 @@ class HastenContender(Contender):
 
         s = request.sampling
         with self.timer or contextlib.nullcontext():
-            result = hasten.generate(self.model, prompt_ids, method=self.method,
-                                     max_new_tokens=request.max_new_tokens, do_sample=s.do_sample,
-                                     temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                     repetition_penalty=s.repetition_penalty,
-                                     eos_token_id=list(request.eos_token_ids), seed=request.seed,
-                                     method_options=self.options)
+            result = hasten.generate(
+                self.model,
+                prompt_ids,
+                method=self.method,
+                max_new_tokens=request.max_new_tokens,
+                do_sample=s.do_sample,
+                temperature=s.temperature,
+                top_k=s.top_k,
+                top_p=s.top_p,
+                repetition_penalty=s.repetition_penalty,
+                eos_token_id=list(request.eos_token_ids),
+                seed=request.seed,
+                method_options=self.options,
+            )
         st = result.stats
         forward_seconds = st.forward_seconds
         if self.timer is not None:
             # a self-speculative drafter calling the whole target is timed by the hooks too;
             # then the forward time cannot be attributed and is left out
             forward_seconds = self.timer.seconds if self.timer.calls == st.forward_passes else None
-        return Outcome(result.sequences[0, len(prompt_ids):].tolist(), st.forward_passes, forward_seconds,
-                       st.prefill_seconds, st.decode_seconds, list(st.accepted), list(st.drafted),
-                       st.finish_reason, dict(st.drafter),
-                       prefill_tokens=st.new_tokens - sum(st.committed))
+        return Outcome(
+            result.sequences[0, len(prompt_ids) :].tolist(),
+            st.forward_passes,
+            forward_seconds,
+            st.prefill_seconds,
+            st.decode_seconds,
+            list(st.accepted),
+            list(st.drafted),
+            st.finish_reason,
+            dict(st.drafter),
+            prefill_tokens=st.new_tokens - sum(st.committed),
+        )
 
 
 class HFContender(Contender):
@@ -212,13 +248,26 @@ class HFContender(Contender):
         eos = list(request.eos_token_ids)
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=next(self.model.parameters()).device)
         with self.timer, torch.inference_mode():
-            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=request.max_new_tokens,
-                                      eos_token_id=eos, pad_token_id=eos[0] if eos else 0, **kwargs, **self.extra)
-        new = out[0, len(prompt_ids):].tolist()
+            out = self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=request.max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=eos[0] if eos else 0,
+                **kwargs,
+                **self.extra,
+            )
+        new = out[0, len(prompt_ids) :].tolist()
         reason = "eos" if new and new[-1] in request.eos_token_ids else "max_new_tokens"
         if self.extra:  # assisted decoding: its first forward is the prefill *and* verifies candidates
-            return Outcome(new, self.timer.calls, self.timer.seconds, finish_reason=reason, prefill_tokens=0,
-                           steps=self.timer.calls)
+            return Outcome(
+                new,
+                self.timer.calls,
+                self.timer.seconds,
+                finish_reason=reason,
+                prefill_tokens=0,
+                steps=self.timer.calls,
+            )
         return Outcome(new, self.timer.calls, self.timer.seconds, finish_reason=reason)
 
 
@@ -238,21 +287,37 @@ class LlamaCppContender(Contender):
 
     uses_target = False
 
-    def __init__(self, name: str, gguf_path: str | Path, threads: int, context_length: int,
-                 prompt_lookup_tokens: int | None = None, seed: int | None = 0):
+    def __init__(
+        self,
+        name: str,
+        gguf_path: str | Path,
+        threads: int,
+        context_length: int,
+        prompt_lookup_tokens: int | None = None,
+        seed: int | None = 0,
+    ):
         import llama_cpp
         from llama_cpp import Llama
         from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
-        draft = None if prompt_lookup_tokens is None else LlamaPromptLookupDecoding(num_pred_tokens=prompt_lookup_tokens)
+        draft = (
+            None if prompt_lookup_tokens is None else LlamaPromptLookupDecoding(num_pred_tokens=prompt_lookup_tokens)
+        )
         self.name = name
         self.engine = f"llama-cpp-python {llama_cpp.__version__}"
         self.precision = gguf_precision(gguf_path)
-        self.llm = Llama(model_path=str(gguf_path), n_ctx=context_length, n_threads=threads,
-                         n_threads_batch=threads, seed=0 if seed is None else seed, draft_model=draft,
-                         # with a draft model llama-cpp-python keeps logits for every position but
-                         # sizes that buffer by logits_all: without it prompts over n_batch fail
-                         logits_all=draft is not None, verbose=False)
+        self.llm = Llama(
+            model_path=str(gguf_path),
+            n_ctx=context_length,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=0 if seed is None else seed,
+            draft_model=draft,
+            # with a draft model llama-cpp-python keeps logits for every position but
+            # sizes that buffer by logits_all: without it prompts over n_batch fail
+            logits_all=draft is not None,
+            verbose=False,
+        )
 
     def generate(self, prompt_ids: list[int], request: Request) -> Outcome:
         s = request.sampling
@@ -260,8 +325,9 @@ class LlamaCppContender(Contender):
         self.llm.reset()
         new: list[int] = []
         reason = "max_new_tokens"
-        for token in self.llm.generate(prompt_ids, min_p=0.0, typical_p=1.0, repeat_penalty=s.repetition_penalty,
-                                       **options):
+        for token in self.llm.generate(
+            prompt_ids, min_p=0.0, typical_p=1.0, repeat_penalty=s.repetition_penalty, **options
+        ):
             new.append(int(token))
             if token in request.eos_token_ids:
                 reason = "eos"
@@ -297,8 +363,10 @@ class PeerContext:
 
 def _llamacpp_missing() -> str | None:
     if importlib.util.find_spec("llama_cpp") is None:
-        return ("llama-cpp-python is not installed; to compare with llama.cpp: CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" "
-                "pip install llama-cpp-python (see docs/BENCH.md)")
+        return (
+            'llama-cpp-python is not installed; to compare with llama.cpp: CMAKE_ARGS="-DGGML_NATIVE=OFF" '
+            "pip install llama-cpp-python (see docs/BENCH.md)"
+        )
     return None
 
 
@@ -321,7 +389,9 @@ def _context_length(model: torch.nn.Module) -> int:
 def _assistant(ctx: PeerContext) -> torch.nn.Module:
     if ctx.draft is None:
         raise ValueError("hf_assisted needs --draft-model (a model name/path or self:K)")
-    if ctx.draft is not ctx.model and getattr(ctx.draft, "generation_config", None) is getattr(ctx.model, "generation_config", None):
+    if ctx.draft is not ctx.model and getattr(ctx.draft, "generation_config", None) is getattr(
+        ctx.model, "generation_config", None
+    ):
         ctx.draft.generation_config = copy.deepcopy(ctx.model.generation_config)  # transformers edits it
     return ctx.draft
 
@@ -338,23 +408,30 @@ class PeerSpec:
 
 
 PEERS: dict[str, PeerSpec] = {
-    "hf_greedy": PeerSpec("transformers model.generate",
-                          lambda name, c: HFContender(name, c.model, c.clock)),
-    "hf_prompt_lookup": PeerSpec("transformers prompt lookup (prompt_lookup_num_tokens)",
-                                 lambda name, c: HFContender(name, c.model, c.clock,
-                                                             {"prompt_lookup_num_tokens": c.prompt_lookup_tokens})),
-    "hf_assisted": PeerSpec("transformers assisted generation (assistant_model)",
-                            lambda name, c: HFContender(name, c.model, c.clock, {"assistant_model": _assistant(c)}),
-                            needs_draft=True),
-    "llamacpp": PeerSpec("llama.cpp (llama-cpp-python) on the GGUF file",
-                         lambda name, c: LlamaCppContender(name, _gguf_path(c), c.threads, _context_length(c.model),
-                                                           seed=c.seed),
-                         lambda: _llamacpp_missing(), uses_gguf=True),
-    "llamacpp_prompt_lookup": PeerSpec("llama.cpp with LlamaPromptLookupDecoding",
-                                       lambda name, c: LlamaCppContender(name, _gguf_path(c), c.threads,
-                                                                         _context_length(c.model),
-                                                                         c.prompt_lookup_tokens, c.seed),
-                                       lambda: _llamacpp_missing(), uses_gguf=True),
+    "hf_greedy": PeerSpec("transformers model.generate", lambda name, c: HFContender(name, c.model, c.clock)),
+    "hf_prompt_lookup": PeerSpec(
+        "transformers prompt lookup (prompt_lookup_num_tokens)",
+        lambda name, c: HFContender(name, c.model, c.clock, {"prompt_lookup_num_tokens": c.prompt_lookup_tokens}),
+    ),
+    "hf_assisted": PeerSpec(
+        "transformers assisted generation (assistant_model)",
+        lambda name, c: HFContender(name, c.model, c.clock, {"assistant_model": _assistant(c)}),
+        needs_draft=True,
+    ),
+    "llamacpp": PeerSpec(
+        "llama.cpp (llama-cpp-python) on the GGUF file",
+        lambda name, c: LlamaCppContender(name, _gguf_path(c), c.threads, _context_length(c.model), seed=c.seed),
+        lambda: _llamacpp_missing(),
+        uses_gguf=True,
+    ),
+    "llamacpp_prompt_lookup": PeerSpec(
+        "llama.cpp with LlamaPromptLookupDecoding",
+        lambda name, c: LlamaCppContender(
+            name, _gguf_path(c), c.threads, _context_length(c.model), c.prompt_lookup_tokens, c.seed
+        ),
+        lambda: _llamacpp_missing(),
+        uses_gguf=True,
+    ),
 }
 
 
@@ -428,8 +505,10 @@ def check_methods(names: list[str], has_draft: bool) -> tuple[list[str], list[st
             from ..drafters import get_method
 
             if not get_method(base).model_free:
-                raise ValueError(f"{base}@llamacpp: {base} runs a transformers model (its own layers or a draft "
-                                 "model); on llama.cpp use a model-free drafter")
+                raise ValueError(
+                    f"{base}@llamacpp: {base} runs a transformers model (its own layers or a draft "
+                    "model); on llama.cpp use a model-free drafter"
+                )
         needs = PEERS[base].needs_draft if base in PEERS else _takes_draft(base)
         if needs and not has_draft:
             raise ValueError(f"method {base!r} needs --draft-model (a model name/path or self:K)")
@@ -438,8 +517,9 @@ def check_methods(names: list[str], has_draft: bool) -> tuple[list[str], list[st
         base_line = baseline_of(name)
         if base_line not in ordered:
             if base_line not in names:
-                notes.append(f"added {base_line}: speedups and exactness are measured against plain decoding "
-                             "in the same run")
+                notes.append(
+                    f"added {base_line}: speedups and exactness are measured against plain decoding in the same run"
+                )
             ordered.append(base_line)
         if name not in ordered:
             ordered.append(name)
@@ -456,8 +536,11 @@ def check_methods(names: list[str], has_draft: bool) -> tuple[list[str], list[st
     return kept, notes
 
 
-def build_contenders(names: list[str], ctx: PeerContext | dict[str | None, PeerContext],
-                     method_options: dict[str, dict[str, Any]] | None = None) -> list[Contender]:
+def build_contenders(
+    names: list[str],
+    ctx: PeerContext | dict[str | None, PeerContext],
+    method_options: dict[str, dict[str, Any]] | None = None,
+) -> list[Contender]:
     """Contenders for checked ``names`` (see :func:`check_methods`), in that order.
 
     ``ctx`` is one context, or one per dtype suffix (key None = no suffix) for

@@ -20,8 +20,16 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["RecordLog", "read_records", "item_key", "record_key", "write_meta", "read_meta",
-           "RECORDS_FILE", "META_FILE"]
+__all__ = [
+    "RecordLog",
+    "read_records",
+    "item_key",
+    "record_key",
+    "write_meta",
+    "read_meta",
+    "RECORDS_FILE",
+    "META_FILE",
+]
 
 RECORDS_FILE = "records.jsonl"
 META_FILE = "meta.json"
@@ -58,7 +66,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         return []
     data = path.read_bytes()
     records = []
-    for number, line in enumerate(data[:_complete_prefix(data)].splitlines(), start=1):
+    for number, line in enumerate(data[: _complete_prefix(data)].splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -43,18 +43,11 @@ def cost_drift_warning(model, curve, sizes=(1, 8), repeats: int = 3) -> str | No
     from ..cost import measure_forward_cost
 
     config = model.config
-    limit = (
-        getattr(config, "max_position_embeddings", None)
-        or getattr(config, "n_positions", None)
-        or 512
-    )
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
     sizes = tuple(s for s in sizes if s <= limit - 2) or (1,)
     context = max(1, min(256, limit - max(sizes) - 1))
     now = measure_forward_cost(model, sizes, context, repeats)
-    ratios = {
-        size: seconds / curve.cost(size)
-        for size, seconds in zip(now.sizes, now.seconds)
-    }
+    ratios = {size: seconds / curve.cost(size) for size, seconds in zip(now.sizes, now.seconds)}
     off = {size: r for size, r in ratios.items() if not 1 / DRIFT <= r <= DRIFT}
     if not off:
         return None

@@ -78,9 +78,13 @@ def _overall_rows(meta, records, methods, code: bool = True) -> tuple[list[str],
     """Header and one row per method of the overall table (``code``: method names in backticks)."""
     with_ref = REFERENCE_PEER in methods
     greedy = meta.get("sampling", {}).get("greedy", True)  # sampled runs: transformers' own RNG, no agreement
-    header = (["method", "engine, precision", "tok/s", "speedup vs ar"] + ([f"vs {REFERENCE_PEER}"] if with_ref else [])
-              + ["oracle", "τ (mean accepted)", "fwd/token", "overhead ms/step", "exact vs plain (same dtype)"]
-              + (["= hf_greedy"] if with_ref else []) + ["errors"])
+    header = (
+        ["method", "engine, precision", "tok/s", "speedup vs ar"]
+        + ([f"vs {REFERENCE_PEER}"] if with_ref else [])
+        + ["oracle", "τ (mean accepted)", "fwd/token", "overhead ms/step", "exact vs plain (same dtype)"]
+        + (["= hf_greedy"] if with_ref else [])
+        + ["errors"]
+    )
     ref = generations(records, REFERENCE_PEER) if with_ref else []
     rows = []
     for m in methods:
@@ -88,11 +92,21 @@ def _overall_rows(meta, records, methods, code: bool = True) -> tuple[list[str],
         row = [f"`{m}`" if code else m, _label(meta, m), _num(s.tokens_per_second, ".1f"), _num(s.speedup, ".2f", "x")]
         if with_ref:
             row.append(_num(speedup(generations(records, m), ref), ".2f", "x"))
-        row += [_num(_oracle(meta, m), ".2f", "x"), _num(s.mean_accepted_tokens), _num(s.forward_passes_per_token, ".3f"),
-                _num(s.overhead_ms_per_step, ".1f"), "baseline" if _is_baseline(m) else _rate(exact_match(records, m))]
+        row += [
+            _num(_oracle(meta, m), ".2f", "x"),
+            _num(s.mean_accepted_tokens),
+            _num(s.forward_passes_per_token, ".3f"),
+            _num(s.overhead_ms_per_step, ".1f"),
+            "baseline" if _is_baseline(m) else _rate(exact_match(records, m)),
+        ]
         if with_ref:
-            row.append("reference" if m == REFERENCE_PEER else _rate(agreement(records, m, REFERENCE_PEER))
-                       if greedy else "n/a (sampled)")
+            row.append(
+                "reference"
+                if m == REFERENCE_PEER
+                else _rate(agreement(records, m, REFERENCE_PEER))
+                if greedy
+                else "n/a (sampled)"
+            )
         rows.append(row + [str(s.errors)])
     return header, rows
 
@@ -112,8 +126,10 @@ def _subtask_table(records, methods, subtasks, field: str, fmt: str, suffix: str
 def _specbench_table(records, methods, subtasks) -> list[str]:
     rows = []
     for m in methods:
-        cells = [_num(specbench_speedup(generations(records, m, s), generations(records, "ar", s)), ".2f", "x")
-                 for s in [*subtasks, OVERALL]]
+        cells = [
+            _num(specbench_speedup(generations(records, m, s), generations(records, "ar", s)), ".2f", "x")
+            for s in [*subtasks, OVERALL]
+        ]
         rows.append([f"`{m}`", *cells])
     return _table(["method", *subtasks, OVERALL], rows)
 
@@ -126,12 +142,35 @@ def _audit_section(records, methods) -> list[str]:
         bad = mismatches(records, m)
         if not bad:
             continue
-        lines.append(f"\n`{m}`: {len(bad)} question turn(s) differ from `{baseline_of(m)}`"
-                     + (f" (first {MAX_LISTED} listed)" if len(bad) > MAX_LISTED else "") + ":\n")
-        rows = [[a["subtask"], str(a["question_id"]), str(a["turn"] + 1), str(a["run"]), str(a["first_diff"]),
-                 _num(a["margin"], ".3g"), "yes" if a.get("prompt_differs") else "no"] for a in bad[:MAX_LISTED]]
-        lines += _table(["subtask", "question", "turn", "run", "first differing token", "baseline top-2 logit margin",
-                         "prompt differs"], rows)
+        lines.append(
+            f"\n`{m}`: {len(bad)} question turn(s) differ from `{baseline_of(m)}`"
+            + (f" (first {MAX_LISTED} listed)" if len(bad) > MAX_LISTED else "")
+            + ":\n"
+        )
+        rows = [
+            [
+                a["subtask"],
+                str(a["question_id"]),
+                str(a["turn"] + 1),
+                str(a["run"]),
+                str(a["first_diff"]),
+                _num(a["margin"], ".3g"),
+                "yes" if a.get("prompt_differs") else "no",
+            ]
+            for a in bad[:MAX_LISTED]
+        ]
+        lines += _table(
+            [
+                "subtask",
+                "question",
+                "turn",
+                "run",
+                "first differing token",
+                "baseline top-2 logit margin",
+                "prompt differs",
+            ],
+            rows,
+        )
     return lines or ["\nEvery audited output is token-identical to plain decoding in its dtype."]
 
 
@@ -139,33 +178,48 @@ def _errors_section(records) -> list[str]:
     errors = [r for r in records if r.get("kind") == "generation" and r.get("error") is not None]
     if not errors:
         return []
-    rows = [[f"`{r['method']}`", r["subtask"], str(r["question_id"]), str(r["turn"] + 1), r["error"][:200]]
-            for r in errors[:MAX_LISTED]]
-    return ["", "## Errors", "", f"{len(errors)} generation(s) raised (first {MAX_LISTED} listed):", "",
-            *_table(["method", "subtask", "question", "turn", "error"], rows)]
+    rows = [
+        [f"`{r['method']}`", r["subtask"], str(r["question_id"]), str(r["turn"] + 1), r["error"][:200]]
+        for r in errors[:MAX_LISTED]
+    ]
+    return [
+        "",
+        "## Errors",
+        "",
+        f"{len(errors)} generation(s) raised (first {MAX_LISTED} listed):",
+        "",
+        *_table(["method", "subtask", "question", "turn", "error"], rows),
+    ]
 
 
 def _setup_section(meta: dict[str, Any]) -> list[str]:
     oracle = meta.get("oracle") or {}
     sampling = meta.get("sampling", {})
-    lines = ["## Setup", "",
-             f"- model: `{meta.get('model')}` ({meta.get('dtype')}); methods: {', '.join(meta.get('methods', []))}",
-             f"- {meta.get('max_new_tokens')} new tokens per turn, {meta.get('runs')} run(s), "
-             f"{meta.get('warmup')} warm-up generation(s) per method, "
-             + ("greedy" if sampling.get("greedy", True) else f"sampling {sampling}"),
-             f"- datasets: {', '.join(meta.get('datasets', []))}; {len(meta.get('questions', []))} questions",
-             f"- machine: {meta.get('machine', '?')}; date: {meta.get('date', '?')}",
-             f"- command: `{meta.get('command', '?')}`"]
+    lines = [
+        "## Setup",
+        "",
+        f"- model: `{meta.get('model')}` ({meta.get('dtype')}); methods: {', '.join(meta.get('methods', []))}",
+        f"- {meta.get('max_new_tokens')} new tokens per turn, {meta.get('runs')} run(s), "
+        f"{meta.get('warmup')} warm-up generation(s) per method, "
+        + ("greedy" if sampling.get("greedy", True) else f"sampling {sampling}"),
+        f"- datasets: {', '.join(meta.get('datasets', []))}; {len(meta.get('questions', []))} questions",
+        f"- machine: {meta.get('machine', '?')}; date: {meta.get('date', '?')}",
+        f"- command: `{meta.get('command', '?')}`",
+    ]
     if oracle:
         curve = oracle.get("curve", {})
         costs = ", ".join(f"{n}: {1000 * t:.0f}" for n, t in zip(curve.get("sizes", []), curve.get("seconds", [])))
-        lines.append(f"- oracle speedup on this hardware: {oracle['speedup']:.2f}x at draft length {oracle['k']} "
-                     "(a drafter that is always right; from the measured cost of verifying k tokens; "
-                     f"curve from {oracle.get('source', 'cache')}, ms per forward by tokens: {costs})")
+        lines.append(
+            f"- oracle speedup on this hardware: {oracle['speedup']:.2f}x at draft length {oracle['k']} "
+            "(a drafter that is always right; from the measured cost of verifying k tokens; "
+            f"curve from {oracle.get('source', 'cache')}, ms per forward by tokens: {costs})"
+        )
     for dtype, info in (meta.get("compile") or {}).items():
         outcome = "compiled" if info.get("compiled") else f"eager fallback ({info.get('fallback_reason')})"
-        lines.append(f"- torch.compile of the target forward for hasten methods ({dtype}): {outcome}; compile and "
-                     f"warm-up {info.get('seconds', 0):.1f} s, not counted in any generation's time")
+        lines.append(
+            f"- torch.compile of the target forward for hasten methods ({dtype}): {outcome}; compile and "
+            f"warm-up {info.get('seconds', 0):.1f} s, not counted in any generation's time"
+        )
     lines += [f"- note: {note}" for note in meta.get("notes", [])]
     return lines
 
@@ -174,46 +228,81 @@ def report_markdown(meta: dict[str, Any], records: list[dict[str, Any]], plots: 
     """The report text. Sections: Setup, Results (overall table, speedup / tokens/s / tau
     per subtask), Exactness audit, Errors."""
     present = methods_in(records)
-    methods = [m for m in meta.get("methods", []) if m in present] + [m for m in present if m not in meta.get("methods", [])]
+    methods = [m for m in meta.get("methods", []) if m in present] + [
+        m for m in present if m not in meta.get("methods", [])
+    ]
     subtasks = subtasks_in(records, SUBTASK_ORDER)
     lines = ["# hasten bench report", "", *_setup_section(meta), "", "## Results", ""]
     if not methods:
         return "\n".join(lines + ["No records yet.", ""])
     lines += _main_table(meta, records, methods)
-    lines += ["", "### Speedup vs `ar` per subtask", "", *_subtask_table(records, methods, subtasks, "speedup", ".2f", "x")]
-    lines += ["", "### Speedup by Spec-Bench's formula", "",
-              "Mean of per-question tokens/s over the mean for `ar` (Spec-Bench's `speed.py`: short answers "
-              "weigh as much as long ones); the tables above use total tokens over total seconds.", "",
-              *_specbench_table(records, methods, subtasks)]
-    lines += ["", "### Tokens per second per subtask", "",
-              *_subtask_table(records, methods, subtasks, "tokens_per_second", ".1f")]
-    lines += ["", "### Mean accepted tokens (τ) per subtask", "",
-              *_subtask_table(records, methods, subtasks, "mean_accepted_tokens", ".2f")]
+    lines += [
+        "",
+        "### Speedup vs `ar` per subtask",
+        "",
+        *_subtask_table(records, methods, subtasks, "speedup", ".2f", "x"),
+    ]
+    lines += [
+        "",
+        "### Speedup by Spec-Bench's formula",
+        "",
+        "Mean of per-question tokens/s over the mean for `ar` (Spec-Bench's `speed.py`: short answers "
+        "weigh as much as long ones); the tables above use total tokens over total seconds.",
+        "",
+        *_specbench_table(records, methods, subtasks),
+    ]
+    lines += [
+        "",
+        "### Tokens per second per subtask",
+        "",
+        *_subtask_table(records, methods, subtasks, "tokens_per_second", ".1f"),
+    ]
+    lines += [
+        "",
+        "### Mean accepted tokens (τ) per subtask",
+        "",
+        *_subtask_table(records, methods, subtasks, "mean_accepted_tokens", ".2f"),
+    ]
     lines += [""] + [f"![{p}]({p})" for p in plots]
     greedy = meta.get("sampling", {}).get("greedy", True)
     lines += ["", "## Exactness audit", ""]
-    audited = [m for m in methods if not _is_baseline(m)
-               and (greedy or meta.get("contenders", {}).get(m, {}).get("sampled_exact", False))]
+    audited = [
+        m
+        for m in methods
+        if not _is_baseline(m) and (greedy or meta.get("contenders", {}).get(m, {}).get("sampled_exact", False))
+    ]
     if not greedy:
         others = [m for m in methods if not _is_baseline(m) and m not in audited]
-        lines += ["Sampling run, one seed per question shared by every method: plain decoding and the draft-free "
-                  "hasten methods draw each position's token from a uniform keyed by (seed, position), so their "
-                  "outputs must be token-identical (audited below)."
-                  + (f" {', '.join(f'`{m}`' for m in others)}: outputs differ by design (drafts sampled from a "
-                     "draft distribution and the speculative sampling rule, or another library's RNG); their "
-                     "losslessness is a distribution property (tests/test_sampling_distribution.py)."
-                     if others else ""), ""]
+        lines += [
+            "Sampling run, one seed per question shared by every method: plain decoding and the draft-free "
+            "hasten methods draw each position's token from a uniform keyed by (seed, position), so their "
+            "outputs must be token-identical (audited below)."
+            + (
+                f" {', '.join(f'`{m}`' for m in others)}: outputs differ by design (drafts sampled from a "
+                "draft distribution and the speculative sampling rule, or another library's RNG); their "
+                "losslessness is a distribution property (tests/test_sampling_distribution.py)."
+                if others
+                else ""
+            ),
+            "",
+        ]
         if audited:
-            lines += _table(["method", "baseline", "exact match"],
-                            [[f"`{m}`", f"`{baseline_of(m)}`", _rate(exact_match(records, m))] for m in audited])
+            lines += _table(
+                ["method", "baseline", "exact match"],
+                [[f"`{m}`", f"`{baseline_of(m)}`", _rate(exact_match(records, m))] for m in audited],
+            )
             lines += _audit_section(records, audited)
     else:
-        lines += ["Token ids of every method against plain decoding in the same dtype (`ar`, or `ar@DTYPE`) on "
-                  "the same question turn; at a mismatch, the first differing token (0 = first generated token) "
-                  "and the baseline's top-2 logit margin there.", ""]
-        lines += _table(["method", "baseline", "exact match"],
-                        [[f"`{m}`", f"`{baseline_of(m)}`", _rate(exact_match(records, m))]
-                         for m in methods if not _is_baseline(m)])
+        lines += [
+            "Token ids of every method against plain decoding in the same dtype (`ar`, or `ar@DTYPE`) on "
+            "the same question turn; at a mismatch, the first differing token (0 = first generated token) "
+            "and the baseline's top-2 logit margin there.",
+            "",
+        ]
+        lines += _table(
+            ["method", "baseline", "exact match"],
+            [[f"`{m}`", f"`{baseline_of(m)}`", _rate(exact_match(records, m))] for m in methods if not _is_baseline(m)],
+        )
         lines += _audit_section(records, methods)
     lines += _errors_section(records)
     return "\n".join(lines) + "\n"
@@ -233,12 +322,25 @@ def _plot_speedups(path: Path, records, methods, subtasks, oracle: float | None)
         highest = max(highest, *values)
         ax.bar([g + (i - (len(shown) - 1) / 2) * width for g in range(len(groups))], values, width, label=m)
     if oracle is not None and oracle <= 2 * highest:
-        ax.scatter(range(len(groups)), [oracle] * len(groups), marker="_", s=900, color="black",
-                   label=f"oracle ({oracle:.2f}x)", zorder=3)
+        ax.scatter(
+            range(len(groups)),
+            [oracle] * len(groups),
+            marker="_",
+            s=900,
+            color="black",
+            label=f"oracle ({oracle:.2f}x)",
+            zorder=3,
+        )
     elif oracle is not None:  # far above the bars: name it instead of squashing them
         ax.set_ylim(0, 1.25 * highest)
-        ax.text(0.01, 0.97, f"oracle (always-right drafter): {oracle:.2f}x, above this scale",
-                transform=ax.transAxes, va="top", fontsize=8)
+        ax.text(
+            0.01,
+            0.97,
+            f"oracle (always-right drafter): {oracle:.2f}x, above this scale",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=8,
+        )
     ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
     ax.set_xticks(range(len(groups)), groups, rotation=20)
     ax.set_ylabel("speedup vs ar (x)")
@@ -281,8 +383,9 @@ def render_report(out_dir: str | Path, plots: bool = True) -> Path:
     names: list[str] = []
     methods = methods_in(records)
     if plots and methods and importlib.util.find_spec("matplotlib") is None:
-        meta = meta | {"notes": [*meta.get("notes", []), "no plots: matplotlib is not installed "
-                                 "(pip install 'hasten[bench]')"]}
+        meta = meta | {
+            "notes": [*meta.get("notes", []), "no plots: matplotlib is not installed (pip install 'hasten[bench]')"]
+        }
     elif plots and methods:
         subtasks = subtasks_in(records, SUBTASK_ORDER)
         _plot_speedups(out_dir / SPEEDUP_PLOT, records, methods, subtasks, (meta.get("oracle") or {}).get("speedup"))

@@ -42,8 +42,20 @@ __all__ = ["BenchSettings", "BenchRunner", "RunResult", "rotated", "sha1_of", "P
 # meta.json fields that must match for --resume to continue a run: records made under
 # other settings (a method option, the draft model, a peer's draft length or GGUF file, an
 # engine version or precision) would be averaged into the same row
-PROTOCOL_FIELDS = ("model", "dtype", "methods", "max_new_tokens", "runs", "sampling", "questions", "max_turns",
-                   "method_options", "draft_model", "peer_options", "contenders")
+PROTOCOL_FIELDS = (
+    "model",
+    "dtype",
+    "methods",
+    "max_new_tokens",
+    "runs",
+    "sampling",
+    "questions",
+    "max_turns",
+    "method_options",
+    "draft_model",
+    "peer_options",
+    "contenders",
+)
 # (the compile outcome is recorded in meta.json but not compared: compile times differ run to run;
 # whether hasten contenders were compiled is part of their "precision" in "contenders")
 
@@ -63,8 +75,10 @@ def check_resume(out_dir: Path, meta: dict[str, Any], resume: bool) -> bool:
     """
     existing = read_records(out_dir / RECORDS_FILE)
     if existing and not resume:
-        raise ValueError(f"{out_dir} already holds {len(existing)} records; pass --resume to continue "
-                         "that run or choose another --out")
+        raise ValueError(
+            f"{out_dir} already holds {len(existing)} records; pass --resume to continue "
+            "that run or choose another --out"
+        )
     if resume and (out_dir / "meta.json").is_file():
         old = read_meta(out_dir)
         differ = [k for k in PROTOCOL_FIELDS if k in meta and k in old and old[k] != meta[k]]
@@ -155,10 +169,19 @@ class BenchRunner:
         on_record: called with each record after it is written (tests use it to stop).
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, contenders: Sequence[Contender],
-                 settings: BenchSettings, out_dir: str | Path, *, clock: Callable[[], float] = time.perf_counter,
-                 progress: bool = True, on_record: Callable[[dict], None] | None = None,
-                 variant_models: dict[str, torch.nn.Module] | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        contenders: Sequence[Contender],
+        settings: BenchSettings,
+        out_dir: str | Path,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        progress: bool = True,
+        on_record: Callable[[dict], None] | None = None,
+        variant_models: dict[str, torch.nn.Module] | None = None,
+    ):
         names = [c.name for c in contenders]
         missing = sorted({baseline_of(n) for n in names} - set(names))
         if missing:
@@ -189,8 +212,12 @@ class BenchRunner:
         if not questions or not self.settings.warmup:
             return
         prompt = encode_chat(self.tokenizer, build_messages(questions[0].turns, []))
-        request = Request(min(self.settings.warmup_tokens, self.settings.max_new_tokens), self.request.sampling,
-                          self.request.seed, self.request.eos_token_ids)
+        request = Request(
+            min(self.settings.warmup_tokens, self.settings.max_new_tokens),
+            self.request.sampling,
+            self.request.seed,
+            self.request.eos_token_ids,
+        )
         for contender in self.contenders:
             for _ in range(self.settings.warmup):
                 try:
@@ -202,8 +229,12 @@ class BenchRunner:
 
     def _items(self, questions: Sequence[Question]) -> list[tuple[int, Question, int]]:
         limit = self.settings.max_turns
-        return [(run, q, turn) for run in range(self.settings.runs) for q in questions
-                for turn in range(len(q.turns) if limit is None else min(limit, len(q.turns)))]
+        return [
+            (run, q, turn)
+            for run in range(self.settings.runs)
+            for q in questions
+            for turn in range(len(q.turns) if limit is None else min(limit, len(q.turns)))
+        ]
 
     def run(self, questions: Sequence[Question], resume: bool = False) -> RunResult:
         """Run (or finish) the benchmark; records are on disk as soon as they are made.
@@ -237,8 +268,13 @@ class BenchRunner:
         return tqdm(total=total, initial=min(initial, total), unit="gen", file=sys.stderr, dynamic_ncols=True)
 
     def _base_fields(self, run: int, question: Question, turn: int, method: str) -> dict[str, Any]:
-        return {"run": run, "subtask": question.subtask, "question_id": question.question_id, "turn": turn,
-                "method": method}
+        return {
+            "run": run,
+            "subtask": question.subtask,
+            "question_id": question.question_id,
+            "turn": turn,
+            "method": method,
+        }
 
     def _prompt(self, done: dict, run: int, question: Question, turn: int, method: str) -> list[int] | str:
         """Prompt ids for this turn, or an error string when an earlier turn failed."""
@@ -256,8 +292,9 @@ class BenchRunner:
         if self.on_record is not None:
             self.on_record(record)
 
-    def _run_item(self, log: RecordLog, done: dict, result: RunResult, bar, index: int, run: int,
-                  question: Question, turn: int) -> None:
+    def _run_item(
+        self, log: RecordLog, done: dict, result: RunResult, bar, index: int, run: int, question: Question, turn: int
+    ) -> None:
         """Every contender on one question turn (order rotated by ``index``), then the audit."""
         prompts: dict[str, list[int] | str] = {}
         for contender in rotated(self.contenders, index):
@@ -292,12 +329,22 @@ class BenchRunner:
         steps = outcome.steps
         if steps is None and outcome.forward_passes is not None:
             steps = max(outcome.forward_passes - 1, 0)
-        record.update(new_tokens=len(outcome.new_ids), seconds=seconds, output_ids=outcome.new_ids,
-                      output_sha1=sha1_of(outcome.new_ids), forward_passes=outcome.forward_passes,
-                      forward_seconds=outcome.forward_seconds, steps=steps, prefill_tokens=outcome.prefill_tokens,
-                      prefill_seconds=outcome.prefill_seconds, decode_seconds=outcome.decode_seconds,
-                      accepted=outcome.accepted, drafted=outcome.drafted, finish_reason=outcome.finish_reason,
-                      drafter=outcome.drafter)
+        record.update(
+            new_tokens=len(outcome.new_ids),
+            seconds=seconds,
+            output_ids=outcome.new_ids,
+            output_sha1=sha1_of(outcome.new_ids),
+            forward_passes=outcome.forward_passes,
+            forward_seconds=outcome.forward_seconds,
+            steps=steps,
+            prefill_tokens=outcome.prefill_tokens,
+            prefill_seconds=outcome.prefill_seconds,
+            decode_seconds=outcome.decode_seconds,
+            accepted=outcome.accepted,
+            drafted=outcome.drafted,
+            finish_reason=outcome.finish_reason,
+            drafter=outcome.drafter,
+        )
         return record
 
     def _audit(self, log: RecordLog, done: dict, run: int, question: Question, turn: int, prompts: dict) -> None:
@@ -322,8 +369,14 @@ class BenchRunner:
                     margin_error = f"{type(err).__name__}: {err}"
                 if margin is not None and not math.isfinite(margin):  # e.g. an overflowed half-precision logit
                     margin, margin_error = None, f"non-finite margin {margin}"
-            audit = {"kind": "audit", "baseline": baseline, "exact": position is None, "first_diff": position,
-                     "margin": margin, "prompt_differs": rec["prompt_sha1"] != base["prompt_sha1"]}
+            audit = {
+                "kind": "audit",
+                "baseline": baseline,
+                "exact": position is None,
+                "first_diff": position,
+                "margin": margin,
+                "prompt_differs": rec["prompt_sha1"] != base["prompt_sha1"],
+            }
             if margin_error is not None:
                 audit["margin_error"] = margin_error
             self._emit(log, done, audit | self._base_fields(run, question, turn, name))

@@ -80,7 +80,14 @@ class PolicyRun:
 def pack(run: PolicyRun) -> np.ndarray:
     """A :class:`PolicyRun` as one float32 array ``(E, 6 + 4*H*A + T*A)``."""
     e = len(run.success)
-    columns = [run.success[:, None], run.side[:, None], run.start, run.goal, run.chunks.reshape(e, -1), run.actions.reshape(e, -1)]
+    columns = [
+        run.success[:, None],
+        run.side[:, None],
+        run.start,
+        run.goal,
+        run.chunks.reshape(e, -1),
+        run.actions.reshape(e, -1),
+    ]
     return np.concatenate([np.asarray(c, dtype=np.float32) for c in columns], axis=1)
 
 
@@ -110,7 +117,9 @@ class ReachPolicySuite:
     pareto_metrics = ("success_rate",)
     higher_is_better = {"success_rate": True, "action_mse": False, "above_fraction": True}
 
-    def __init__(self, policy: ReachPolicy, episodes: int = EPISODES, calibration_seeds: np.ndarray = CALIBRATION_SEEDS) -> None:
+    def __init__(
+        self, policy: ReachPolicy, episodes: int = EPISODES, calibration_seeds: np.ndarray = CALIBRATION_SEEDS
+    ) -> None:
         self.policy = policy
         self.episodes = episodes
         self.calibration_seeds = calibration_seeds
@@ -132,7 +141,9 @@ class ReachPolicySuite:
         """BAC calibration statistics of the policy (computed once, on the calibration seeds)."""
         if self._statistics is None:
             seeds = self.calibration_seeds
-            self._statistics = calibrate(self.policy.denoiser, lambda: self.policy.rollout(seeds), self.policy.config.sample_steps)
+            self._statistics = calibrate(
+                self.policy.denoiser, lambda: self.policy.rollout(seeds), self.policy.config.sample_steps
+            )
         return self._statistics
 
     def bac_config(self, budget: int, upstream: int) -> hd.BACConfig:

@@ -198,8 +198,11 @@ class CacheHandle:
         signature = tensor_signature(args, kwargs)
         if lane.block_signatures.setdefault(index, signature) != signature:
             lane.dirty = True  # feature shapes changed mid-run: compute, and restart at the next call
-        action = Action.COMPUTE if lane.dirty else call_policy(
-            self.policy, self.policy.decide, lane.policy_state, lane.step, index)
+        action = (
+            Action.COMPUTE
+            if lane.dirty
+            else call_policy(self.policy, self.policy.decide, lane.policy_state, lane.step, index)
+        )
         if action is not Action.COMPUTE:
             output = self._approximate(lane, index, action, args, kwargs)
             if output is not None:

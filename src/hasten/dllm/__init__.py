@@ -20,5 +20,17 @@ from .engine import DecodeStats
 from .methods import METHODS, MethodSpec
 from .models import MODELS
 
-__all__ = ["ADAPTERS", "DLLMAdapter", "MDLMAdapter", "as_adapter", "DLLMOutput", "build_method", "generate", "load",
-           "DecodeStats", "METHODS", "MethodSpec", "MODELS"]
+__all__ = [
+    "ADAPTERS",
+    "DLLMAdapter",
+    "MDLMAdapter",
+    "as_adapter",
+    "DLLMOutput",
+    "build_method",
+    "generate",
+    "load",
+    "DecodeStats",
+    "METHODS",
+    "MethodSpec",
+    "MODELS",
+]

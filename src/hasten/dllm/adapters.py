@@ -40,8 +40,9 @@ class DLLMAdapter(Protocol):
     @property
     def layers(self) -> Any: ...
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, past: KV | None = None,
-                return_kv: bool = False) -> tuple[torch.Tensor, KV | None]: ...
+    def forward(
+        self, ids: torch.Tensor, positions: torch.Tensor, past: KV | None = None, return_kv: bool = False
+    ) -> tuple[torch.Tensor, KV | None]: ...
 
     def encode_ids(self, ids: torch.Tensor) -> torch.Tensor: ...
 
@@ -98,8 +99,10 @@ class MDLMAdapter:
         out[inside] = self._inverse[ids[inside]]
         if bool((out < 0).any()):
             bad = sorted({int(i) for i in ids[out < 0].tolist()})[:8]
-            raise ValueError(f"token ids {bad} are not in this model's reduced vocabulary "
-                             f"({len(self.vocab_map)} tokens); see the model card in docs/DLLM.md")
+            raise ValueError(
+                f"token ids {bad} are not in this model's reduced vocabulary "
+                f"({len(self.vocab_map)} tokens); see the model card in docs/DLLM.md"
+            )
         return out
 
     def decode_ids(self, ids: torch.Tensor) -> torch.Tensor:

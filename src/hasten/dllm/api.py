@@ -49,9 +49,15 @@ def build_method(method: str, method_options: dict[str, Any] | None = None):
     return spec.build(config)
 
 
-def generate(model: Any, input_ids: torch.Tensor, gen_length: int = 128, block_length: int = 32,
-             method: str = "reference", method_options: dict[str, Any] | None = None,
-             trace: bool = False) -> DLLMOutput:
+def generate(
+    model: Any,
+    input_ids: torch.Tensor,
+    gen_length: int = 128,
+    block_length: int = 32,
+    method: str = "reference",
+    method_options: dict[str, Any] | None = None,
+    trace: bool = False,
+) -> DLLMOutput:
     """Generate ``gen_length`` tokens after ``input_ids`` by masked diffusion, greedy.
 
     Args:
@@ -81,12 +87,16 @@ def generate(model: Any, input_ids: torch.Tensor, gen_length: int = 128, block_l
         raise ValueError(f"gen_length ({gen_length}) must be a positive multiple of block_length ({block_length})")
     prompt_len = input_ids.shape[1]
     if prompt_len + gen_length > adapter.max_length:
-        raise ValueError(f"prompt ({prompt_len}) + gen_length ({gen_length}) = {prompt_len + gen_length} tokens is "
-                         f"past the model's context of {adapter.max_length}")
+        raise ValueError(
+            f"prompt ({prompt_len}) + gen_length ({gen_length}) = {prompt_len + gen_length} tokens is "
+            f"past the model's context of {adapter.max_length}"
+        )
     runner = build_method(method, method_options)
     prompt = adapter.encode_ids(input_ids.long())
-    canvas = torch.cat([prompt, torch.full((prompt.shape[0], gen_length), adapter.mask_id, dtype=torch.long,
-                                           device=prompt.device)], dim=1)
+    canvas = torch.cat(
+        [prompt, torch.full((prompt.shape[0], gen_length), adapter.mask_id, dtype=torch.long, device=prompt.device)],
+        dim=1,
+    )
     stats, steps = DecodeStats(), [] if trace else None
     with torch.inference_mode():
         canvas = runner.run(adapter, canvas, prompt_len, block_length, stats, steps)

@@ -49,8 +49,17 @@ class CachePolicy:
         if self.refresh_interval is not None and self.refresh_interval < 1:
             raise ValueError(f"refresh_interval must be >= 1 or None, got {self.refresh_interval}")
 
-    def positions(self, store: KVStore, canvas: torch.Tensor, mask_id: int, prompt_len: int,
-                  start: int, end: int, block_step: int, run_step: int) -> torch.Tensor | None:
+    def positions(
+        self,
+        store: KVStore,
+        canvas: torch.Tensor,
+        mask_id: int,
+        prompt_len: int,
+        start: int,
+        end: int,
+        block_step: int,
+        run_step: int,
+    ) -> torch.Tensor | None:
         """Canvas positions ``(T,) int64`` to recompute this step, or None for all (a refresh)."""
         length = canvas.shape[1]
         if self.mode == "none" or store.kv is None:
@@ -84,8 +93,9 @@ class KVStore:
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.ids: torch.Tensor | None = None
 
-    def run(self, adapter: DLLMAdapter, canvas: torch.Tensor, positions: torch.Tensor | None,
-            keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(
+        self, adapter: DLLMAdapter, canvas: torch.Tensor, positions: torch.Tensor | None, keep: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward over ``positions`` (None: all) attending to cached keys/values elsewhere.
 
         Returns (logits (B, T, V), the positions run (T,) int64). ``keep``: store the new

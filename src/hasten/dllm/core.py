@@ -29,8 +29,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["top_tokens", "num_transfer_tokens", "low_confidence_topk", "threshold_rule", "factor_rule",
-           "local_leap_rule", "top2_gap", "fill_after_eos"]
+__all__ = [
+    "top_tokens",
+    "num_transfer_tokens",
+    "low_confidence_topk",
+    "threshold_rule",
+    "factor_rule",
+    "local_leap_rule",
+    "top2_gap",
+    "fill_after_eos",
+]
 
 
 def top_tokens(logits: torch.Tensor, mask_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,8 +106,9 @@ def factor_rule(conf: torch.Tensor, candidates: torch.Tensor, factor: float) -> 
     return _fallback((rank < count[:, None]) & candidates, conf, candidates)
 
 
-def local_leap_rule(conf: torch.Tensor, candidates: torch.Tensor, anchor: float, relaxed: float,
-                    radius: int) -> torch.Tensor:
+def local_leap_rule(
+    conf: torch.Tensor, candidates: torch.Tensor, anchor: float, relaxed: float, radius: int
+) -> torch.Tensor:
     """Local determinism propagation (LocalLeap, arXiv 2510.07081): *anchors* are candidates with
     ``conf > anchor``; candidates within ``radius`` positions of an anchor commit at the relaxed
     bound ``conf > relaxed``. No anchor: the most confident candidate. ``radius`` 0 is exactly

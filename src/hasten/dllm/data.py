@@ -27,8 +27,17 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Problem", "arithmetic_problem", "eval_problems", "parse_answer", "stdlib_files", "is_heldout_file",
-           "EVAL_SEED", "TEXT_LICENSE", "prompt_text"]
+__all__ = [
+    "Problem",
+    "arithmetic_problem",
+    "eval_problems",
+    "parse_answer",
+    "stdlib_files",
+    "is_heldout_file",
+    "EVAL_SEED",
+    "TEXT_LICENSE",
+    "prompt_text",
+]
 
 EVAL_SEED = 1_000_003
 TEXT_LICENSE = "Python Software Foundation License (the CPython standard library)"
@@ -62,8 +71,9 @@ def arithmetic_problem(rng: random.Random) -> Problem:
             lines.append(f"After {past} {n} more, {name} has {value} + {n} = {value + n}.")
             value += n
         else:
-            verb, past = rng.choice([(f"gives {n} to {other}", "giving"), (f"loses {n}", "losing"),
-                                     (f"sells {n}", "selling")])
+            verb, past = rng.choice(
+                [(f"gives {n} to {other}", "giving"), (f"loses {n}", "losing"), (f"sells {n}", "selling")]
+            )
             question.append(f"Then {name} {verb}.")
             lines.append(f"After {past} {n}, {name} has {value} - {n} = {value - n}.")
             value -= n

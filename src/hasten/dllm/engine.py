@@ -52,9 +52,14 @@ class DecodeStats:
         return self.gen_tokens / max(1, self.forward_passes)
 
     def as_dict(self) -> dict:
-        return {"forward_passes": self.forward_passes, "tokens_per_forward": round(self.tokens_per_forward, 4),
-                "positions_computed": self.positions_computed, "guide_forwards": self.guide_forwards,
-                "steps_per_block": list(self.steps_per_block), "seconds": self.seconds}
+        return {
+            "forward_passes": self.forward_passes,
+            "tokens_per_forward": round(self.tokens_per_forward, 4),
+            "positions_computed": self.positions_computed,
+            "guide_forwards": self.guide_forwards,
+            "steps_per_block": list(self.steps_per_block),
+            "seconds": self.seconds,
+        }
 
 
 @dataclass
@@ -83,9 +88,17 @@ class StepView:
 Select = Callable[[StepView], torch.Tensor]
 
 
-def decode_blocks(adapter: DLLMAdapter, canvas: torch.Tensor, prompt_len: int, block_length: int, select: Select,
-                  cache: CachePolicy, stats: DecodeStats, trace: list | None = None,
-                  eos_fill: bool = False) -> torch.Tensor:
+def decode_blocks(
+    adapter: DLLMAdapter,
+    canvas: torch.Tensor,
+    prompt_len: int,
+    block_length: int,
+    select: Select,
+    cache: CachePolicy,
+    stats: DecodeStats,
+    trace: list | None = None,
+    eos_fill: bool = False,
+) -> torch.Tensor:
     """Decode the masked generation region of ``canvas (B, L) int64`` in place, block by block.
 
     Returns the canvas with no [MASK] left in the generation region. ``trace``, if a list, gets
@@ -101,8 +114,9 @@ def decode_blocks(adapter: DLLMAdapter, canvas: torch.Tensor, prompt_len: int, b
         end = start + block_length
         block_step = 0
         while bool((canvas[:, start:end] == mask_id).any()):
-            positions = cache.positions(store, canvas, mask_id, prompt_len, start, end, block_step, run_step) \
-                if keep else None
+            positions = (
+                cache.positions(store, canvas, mask_id, prompt_len, start, end, block_step, run_step) if keep else None
+            )
             logits, ran = store.run(adapter, canvas, positions, keep)
             stats.forward_passes += 1
             stats.positions_computed += len(ran)
@@ -110,8 +124,20 @@ def decode_blocks(adapter: DLLMAdapter, canvas: torch.Tensor, prompt_len: int, b
             tokens, conf = top_tokens(block_logits, mask_id)
             candidates = canvas[:, start:end] == mask_id
             progress = 1 - float((canvas[:, prompt_len:] == mask_id).float().mean())
-            view = StepView(block_logits, tokens, conf, candidates, canvas, prompt_len, start, end, block_step,
-                            progress, adapter, stats)
+            view = StepView(
+                block_logits,
+                tokens,
+                conf,
+                candidates,
+                canvas,
+                prompt_len,
+                start,
+                end,
+                block_step,
+                progress,
+                adapter,
+                stats,
+            )
             commit = select(view) & candidates
             canvas[:, start:end] = torch.where(commit, tokens, canvas[:, start:end])
             if eos_fill and adapter.eos_id is not None:
@@ -129,7 +155,7 @@ def _block_logits(logits: torch.Tensor, ran: torch.Tensor, start: int, end: int)
     """Logits (B, N, V) of the block positions out of a forward over positions ``ran``."""
     if len(ran) and int(ran[0]) <= start and int(ran[-1]) >= end - 1 and bool((ran[1:] - ran[:-1] == 1).all()):
         offset = start - int(ran[0])
-        return logits[:, offset:offset + end - start]
+        return logits[:, offset : offset + end - start]
     out = logits.new_zeros(logits.shape[0], end - start, logits.shape[2])
     inside = (ran >= start) & (ran < end)
     out[:, ran[inside] - start] = logits[:, inside]

@@ -22,8 +22,15 @@ from .engine import DecodeStats
 __all__ = ["reference_sample"]
 
 
-def reference_sample(adapter: DLLMAdapter, canvas: torch.Tensor, prompt_len: int, block_length: int,
-                     steps_per_block: int, stats: DecodeStats, trace: list | None = None) -> torch.Tensor:
+def reference_sample(
+    adapter: DLLMAdapter,
+    canvas: torch.Tensor,
+    prompt_len: int,
+    block_length: int,
+    steps_per_block: int,
+    stats: DecodeStats,
+    trace: list | None = None,
+) -> torch.Tensor:
     """Fill the [MASK] positions of ``canvas (B, L) int64`` after ``prompt_len``; returns the canvas."""
     t0, mask_id, length = time.perf_counter(), adapter.mask_id, canvas.shape[1]
     positions = torch.arange(length, device=canvas.device)

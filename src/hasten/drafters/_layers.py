@@ -33,9 +33,23 @@ from .. import kv
 from ..sampling import SamplingParams, process_logits, seen_mask
 from ..tree import DraftTree
 
-__all__ = ["LayerStack", "layer_stack", "layer_units", "describe_skip", "forward_skipping", "head_logits", "additive_mask",
-           "first_draft_mask", "score_first_drafts", "draft_chain", "relative_draft_cost", "linear_verify_cost",
-           "expected_speedup", "best_depth", "model_fingerprint"]
+__all__ = [
+    "LayerStack",
+    "layer_stack",
+    "layer_units",
+    "describe_skip",
+    "forward_skipping",
+    "head_logits",
+    "additive_mask",
+    "first_draft_mask",
+    "score_first_drafts",
+    "draft_chain",
+    "relative_draft_cost",
+    "linear_verify_cost",
+    "expected_speedup",
+    "best_depth",
+    "model_fingerprint",
+]
 
 _SUBLAYERS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
 
@@ -91,28 +105,35 @@ def layer_stack(model: torch.nn.Module) -> LayerStack:
     parts = [getattr(inner, name, None) for name in ("embed_tokens", "layers", "norm", "rotary_emb")]
     head = getattr(model, "lm_head", None)
     if inner is None or any(p is None for p in parts) or head is None:
-        raise ValueError(f"self-speculative drafting needs a Llama-style decoder (model.model.layers, "
-                         f"model.model.rotary_emb, model.lm_head); {type(model).__name__} has another layout")
+        raise ValueError(
+            f"self-speculative drafting needs a Llama-style decoder (model.model.layers, "
+            f"model.model.rotary_emb, model.lm_head); {type(model).__name__} has another layout"
+        )
     embed, layers, norm, rotary = parts
     cache_kw = "cache" if "cache" in inspect.signature(layers[0].forward).parameters else "past_key_values"
     # pre-norm residual blocks only: a sandwich-norm layer (Gemma's pre/post feed-forward
     # norms) does not split into these two sublayers, so it is skipped whole
-    sublayers = all(all(hasattr(layer, name) for name in _SUBLAYERS) and not hasattr(layer, "pre_feedforward_layernorm")
-                    for layer in layers)
+    sublayers = all(
+        all(hasattr(layer, name) for name in _SUBLAYERS) and not hasattr(layer, "pre_feedforward_layernorm")
+        for layer in layers
+    )
     layer_types = None
     if "layer_type" in inspect.signature(rotary.forward).parameters:
         layer_types = tuple(getattr(model.config.get_text_config(), "layer_types", None) or ())
         if len(layer_types) != len(layers):
-            raise ValueError(f"{type(model).__name__}: its rotary embedding needs each layer's type, "
-                             "but config.layer_types does not give one per layer")
+            raise ValueError(
+                f"{type(model).__name__}: its rotary embedding needs each layer's type, "
+                "but config.layer_types does not give one per layer"
+            )
     units: list[int] = []
     for layer in layers:
         if sublayers:
             units += [_count(layer.input_layernorm, layer.self_attn), _count(layer.post_attention_layernorm, layer.mlp)]
         else:
             units += [_count(layer), 0]
-    return LayerStack(embed, layers, norm, head, rotary, cache_kw, sublayers, tuple(units), _count(norm, head),
-                      layer_types)
+    return LayerStack(
+        embed, layers, norm, head, rotary, cache_kw, sublayers, tuple(units), _count(norm, head), layer_types
+    )
 
 
 def layer_units(layers: Sequence[int]) -> frozenset[int]:
@@ -132,9 +153,15 @@ def describe_skip(skip: frozenset[int]) -> str:
     return " ".join(parts) or "-"
 
 
-def forward_skipping(stack: LayerStack, cache, token_ids: Sequence[int], positions: Sequence[int],
-                     skip: frozenset[int] = frozenset(), mask: torch.Tensor | None = None,
-                     exits: Sequence[int] = ()) -> list[torch.Tensor]:
+def forward_skipping(
+    stack: LayerStack,
+    cache,
+    token_ids: Sequence[int],
+    positions: Sequence[int],
+    skip: frozenset[int] = frozenset(),
+    mask: torch.Tensor | None = None,
+    exits: Sequence[int] = (),
+) -> list[torch.Tensor]:
     """Embed ``token_ids`` at ``positions`` and run them through the decoder layers, leaving
     out the units in ``skip``; run layers append their keys/values to ``cache``.
 
@@ -234,8 +261,9 @@ def first_draft_mask(cached: int, start: int, count: int) -> torch.Tensor:
     return torch.cat([earlier, torch.eye(count, dtype=torch.bool)], dim=1)
 
 
-def score_first_drafts(stack: LayerStack, cache, tokens: list[int], window: int, skip: frozenset[int],
-                       exits: Sequence[int] = ()) -> tuple[list[float], int]:
+def score_first_drafts(
+    stack: LayerStack, cache, tokens: list[int], window: int, skip: frozenset[int], exits: Sequence[int] = ()
+) -> tuple[list[float], int]:
     """How often a skip-set draft's first token equals the committed next token, over the
     last ``window`` committed positions, in one forward (teacher forcing).
 
@@ -257,7 +285,7 @@ def score_first_drafts(stack: LayerStack, cache, tokens: list[int], window: int,
         return [0.0] * max(1, len(exits)), 0
     dtype = stack.head.weight.dtype
     mask = additive_mask(first_draft_mask(cached, start, count), dtype, stack.head.weight.device)
-    truth = torch.tensor(tokens[start + 1:cached + 1], device=stack.head.weight.device)
+    truth = torch.tensor(tokens[start + 1 : cached + 1], device=stack.head.weight.device)
     try:
         all_logits = forward_skipping(stack, cache, tokens[start:cached], range(start, cached), skip, mask, exits)
     finally:
@@ -265,9 +293,15 @@ def score_first_drafts(stack: LayerStack, cache, tokens: list[int], window: int,
     return [float((logits.argmax(-1) == truth).double().mean()) for logits in all_logits], count
 
 
-def draft_chain(first_logits: torch.Tensor, feed: Callable[[int], torch.Tensor], params: SamplingParams,
-                tokens: list[int], max_tokens: int, confidence_threshold: float,
-                generator: torch.Generator | None) -> DraftTree:
+def draft_chain(
+    first_logits: torch.Tensor,
+    feed: Callable[[int], torch.Tensor],
+    params: SamplingParams,
+    tokens: list[int],
+    max_tokens: int,
+    confidence_threshold: float,
+    generator: torch.Generator | None,
+) -> DraftTree:
     """Draft a chain autoregressively from a draft distribution.
 
     Args:
@@ -344,8 +378,9 @@ def expected_speedup(acceptance: float, draft_cost: float, verify_cost: Callable
     return tau / (depth * draft_cost + verify_cost(depth + 1))
 
 
-def best_depth(acceptance: float, draft_cost: float, verify_cost: Callable[[int], float],
-               max_depth: int) -> tuple[float, int]:
+def best_depth(
+    acceptance: float, draft_cost: float, verify_cost: Callable[[int], float], max_depth: int
+) -> tuple[float, int]:
     """(expected speedup, depth) maximizing :func:`expected_speedup` over depths 1..max_depth.
 
     Example: a 0.9, draft_cost 0.1, verify_cost 1 -> deeper is better: (.., max_depth).
@@ -364,5 +399,4 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     first = next(stack.layers[0].parameters()).detach().flatten()[:4096].double().cpu()
     checksum = float((first * torch.arange(1, first.numel() + 1, dtype=torch.float64)).sum())
     dtype = str(stack.head.weight.dtype).replace("torch.", "")
-    return (f"{config.model_type}-L{stack.num_layers}-H{config.hidden_size}-V{config.vocab_size}-{dtype}-"
-            f"{checksum:.10e}")
+    return f"{config.model_type}-L{stack.num_layers}-H{config.hidden_size}-V{config.vocab_size}-{dtype}-{checksum:.10e}"

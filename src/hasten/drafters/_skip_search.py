@@ -27,8 +27,15 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-__all__ = ["hamming_kernel", "gp_posterior", "SkipSetSearch", "SkipSetCache", "default_skip_cache_path",
-           "resolve_skip_cache", "check_skip_cache"]
+__all__ = [
+    "hamming_kernel",
+    "gp_posterior",
+    "SkipSetSearch",
+    "SkipSetCache",
+    "default_skip_cache_path",
+    "resolve_skip_cache",
+    "check_skip_cache",
+]
 
 
 def hamming_kernel(a: np.ndarray, b: np.ndarray, lengthscale: float, variance: float) -> np.ndarray:
@@ -46,8 +53,9 @@ def hamming_kernel(a: np.ndarray, b: np.ndarray, lengthscale: float, variance: f
     return variance * np.exp(-distance / lengthscale)
 
 
-def gp_posterior(x: np.ndarray, y: np.ndarray, query: np.ndarray, lengthscale: float,
-                 noise: float) -> tuple[np.ndarray, np.ndarray]:
+def gp_posterior(
+    x: np.ndarray, y: np.ndarray, query: np.ndarray, lengthscale: float, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-process posterior mean and standard deviation at ``query``.
 
     A constant prior mean (the mean of ``y``) and a prior variance of ``max(var(y), 0.01)``.
@@ -91,8 +99,15 @@ class SkipSetSearch:
     Observations are averaged per skip set; :meth:`reset` forgets all of them.
     """
 
-    def __init__(self, groups: list[frozenset[int]], max_skip: int, objective: Callable[[frozenset[int], float], float],
-                 seed: int = 0, beta: float = 1.0, pool: int = 64):
+    def __init__(
+        self,
+        groups: list[frozenset[int]],
+        max_skip: int,
+        objective: Callable[[frozenset[int], float], float],
+        seed: int = 0,
+        beta: float = 1.0,
+        pool: int = 64,
+    ):
         if not groups or max_skip < 1:
             raise ValueError("nothing to search: no skippable units")
         self.groups, self.max_skip, self.objective = groups, min(max_skip, len(groups)), objective
@@ -169,8 +184,9 @@ class SkipSetSearch:
         if not pool:
             return None
         candidates = sorted(pool)
-        mean, std = gp_posterior(x, y, np.array(candidates, dtype=np.float64),
-                                 lengthscale=max(1.0, len(self.groups) / 8), noise=0.005)
+        mean, std = gp_posterior(
+            x, y, np.array(candidates, dtype=np.float64), lengthscale=max(1.0, len(self.groups) / 8), noise=0.005
+        )
         optimistic = np.clip(mean + self.beta * std, 0.0, 1.0)
         scores = [self.objective(self._skip_set(b), float(a)) for b, a in zip(candidates, optimistic)]
         return candidates[int(np.argmax(scores))]

@@ -17,8 +17,7 @@ from ..tree import DraftTree
 __all__ = ["tree_from_scores", "tree_from_sequences", "merge_max"]
 
 
-def merge_max(into: dict[tuple[int, ...], float], scores: dict[tuple[int, ...], float],
-              weight: float = 1.0) -> None:
+def merge_max(into: dict[tuple[int, ...], float], scores: dict[tuple[int, ...], float], weight: float = 1.0) -> None:
     """Fold ``scores`` (times ``weight``) into ``into``, keeping the larger score per path.
 
     Example: into {(5,): 0.5}, scores {(5,): 0.8, (6,): 0.4}, weight 0.5 ->
@@ -30,8 +29,7 @@ def merge_max(into: dict[tuple[int, ...], float], scores: dict[tuple[int, ...], 
             into[path] = score
 
 
-def tree_from_scores(scores: dict[tuple[int, ...], float], max_nodes: int,
-                     min_score: float = 0.0) -> DraftTree | None:
+def tree_from_scores(scores: dict[tuple[int, ...], float], max_nodes: int, min_score: float = 0.0) -> DraftTree | None:
     """The best-scoring ``max_nodes`` paths as a draft tree, best first.
 
     A path's score is first capped by its parent's (a continuation is never likelier than

@@ -22,8 +22,18 @@ from ..registry import Registry, UnknownNameError
 from ..sampling import SamplingParams
 from ..tree import DraftTree
 
-__all__ = ["Drafter", "DraftRequest", "VerifiedStep", "MethodSpec", "register", "get_method", "list_methods",
-           "build_drafter", "UnknownMethodError", "METHODS"]
+__all__ = [
+    "Drafter",
+    "DraftRequest",
+    "VerifiedStep",
+    "MethodSpec",
+    "register",
+    "get_method",
+    "list_methods",
+    "build_drafter",
+    "UnknownMethodError",
+    "METHODS",
+]
 
 
 class UnknownMethodError(UnknownNameError):
@@ -174,16 +184,16 @@ class MethodSpec:
 class _MethodRegistry(Registry[MethodSpec]):
     """Drafter registry: a name taken by the same drafter class re-registers silently."""
 
-    def register(self, name: str, entry: MethodSpec, *, key_type: type | None = None,
-                 replace: bool = False) -> MethodSpec:
+    def register(
+        self, name: str, entry: MethodSpec, *, key_type: type | None = None, replace: bool = False
+    ) -> MethodSpec:
         old = self._entries.get(name)
         if old is not None and old.drafter_cls is entry.drafter_cls:
             replace = True
         return super().register(name, entry, key_type=key_type, replace=replace)
 
 
-METHODS: Registry[MethodSpec] = _MethodRegistry("method", ("hasten.drafters._load_builtin",),
-                                                error=UnknownMethodError)
+METHODS: Registry[MethodSpec] = _MethodRegistry("method", ("hasten.drafters._load_builtin",), error=UnknownMethodError)
 """Every draft method: name -> :class:`MethodSpec` (also found by config type)."""
 
 

@@ -107,8 +107,10 @@ def resolve_draft_model(spec: Any, target: torch.nn.Module) -> torch.nn.Module:
     if isinstance(spec, str):
         if spec.startswith("self:") and spec[5:].isdigit():
             return truncated_copy(target, int(spec[5:]))
-        raise ValueError(f"draft_model string must be 'self:k' (k layers of the target), got {spec!r}; "
-                         "load other models with hasten.load_model and pass the module")
+        raise ValueError(
+            f"draft_model string must be 'self:k' (k layers of the target), got {spec!r}; "
+            "load other models with hasten.load_model and pass the module"
+        )
     return spec
 
 
@@ -126,8 +128,10 @@ class DraftModelDrafter(Drafter):
         self.model = resolve_draft_model(self.config.draft_model, request.target)
         draft_vocab = self.model.get_output_embeddings().weight.shape[0]
         if draft_vocab != request.vocab_size:
-            raise ValueError(f"draft model vocabulary ({draft_vocab}) differs from the target's "
-                             f"({request.vocab_size}); speculative decoding needs a shared vocabulary")
+            raise ValueError(
+                f"draft model vocabulary ({draft_vocab}) differs from the target's "
+                f"({request.vocab_size}); speculative decoding needs a shared vocabulary"
+            )
         self.cache = kv.new_cache(self.model)
         self.cache_kw = kv.cache_kwarg(self.model)
         self.cached: list[int] = []  # tokens whose KV is in self.cache
@@ -165,8 +169,9 @@ class DraftModelDrafter(Drafter):
             if params.greedy:
                 candidates = torch.topk(scores, width).indices.tolist()
             else:
-                candidates = torch.multinomial(probs, width, replacement=False,
-                                               generator=self.request.generator).tolist()
+                candidates = torch.multinomial(
+                    probs, width, replacement=False, generator=self.request.generator
+                ).tolist()
             for token in candidates:
                 tokens_out.append(int(token))
                 parents.append(chain_parent)
@@ -185,6 +190,12 @@ class DraftModelDrafter(Drafter):
         return {"draft_forward_passes": self.forwards}
 
 
-register(MethodSpec("draft_model", DraftModelConfig, DraftModelDrafter,
-                    "a smaller causal LM with the same vocabulary drafts a chain (arXiv 2211.17192)",
-                    needs_draft_model=True))
+register(
+    MethodSpec(
+        "draft_model",
+        DraftModelConfig,
+        DraftModelDrafter,
+        "a smaller causal LM with the same vocabulary drafts a chain (arXiv 2211.17192)",
+        needs_draft_model=True,
+    )
+)

@@ -151,8 +151,9 @@ class EarlyExitDrafter(Drafter):
         self.drafting_steps = self.plain_steps = 0
 
     def _measure(self, tokens: list[int]) -> None:
-        accs, scored = score_first_drafts(self.stack, self.request.target_cache, tokens, self.config.window,
-                                          frozenset(), exits=self.exits)
+        accs, scored = score_first_drafts(
+            self.stack, self.request.target_cache, tokens, self.config.window, frozenset(), exits=self.exits
+        )
         for exit_layer, acceptance in zip(self.exits, accs):
             entry = self.agreement.setdefault(exit_layer, [0.0, 0.0])
             entry[0] += acceptance
@@ -163,7 +164,11 @@ class EarlyExitDrafter(Drafter):
         self.scoring_cost += scored * relative_draft_cost(self.stack, frozenset(), max(self.exits))
 
     def _due(self, tokens: list[int]) -> bool:
-        if self.config.exit_layer is not None or self.started_from_cache or len(tokens) - 2 < min(self.config.window, 8):
+        if (
+            self.config.exit_layer is not None
+            or self.started_from_cache
+            or len(tokens) - 2 < min(self.config.window, 8)
+        ):
             return False
         if not self.agreement:
             return True
@@ -183,8 +188,9 @@ class EarlyExitDrafter(Drafter):
         for exit_layer, (total, count) in self.agreement.items():
             acceptance = total / count
             cost = relative_draft_cost(self.stack, frozenset(), exit_layer)
-            scored.append((best_depth(acceptance, cost, self.verify_cost, self.config.max_draft)[0],
-                           exit_layer, acceptance))
+            scored.append(
+                (best_depth(acceptance, cost, self.verify_cost, self.config.max_draft)[0], exit_layer, acceptance)
+            )
         if not scored:
             return None
         speedup, exit_layer, acceptance = max(scored)
@@ -215,21 +221,39 @@ class EarlyExitDrafter(Drafter):
             return run(token)
 
         self.drafting_steps += 1
-        return draft_chain(run(tokens[-1]), feed, self.request.params, tokens, depth,
-                           self.config.confidence_threshold, self.request.generator)
+        return draft_chain(
+            run(tokens[-1]),
+            feed,
+            self.request.params,
+            tokens,
+            depth,
+            self.config.confidence_threshold,
+            self.request.generator,
+        )
 
     def stats(self) -> dict:
         choice = self.choice()
-        return {"exit_layer": None if choice is None else choice[0],
-                "window_agreement": None if choice is None else choice[1],
-                "expected_speedup": None if choice is None else choice[2],
-                "agreement_by_exit": {e: round(s / n, 4) for e, (s, n) in sorted(self.agreement.items())},
-                "measurements": self.measurements, "started_from_cache": self.started_from_cache,
-                "drafting_steps": self.drafting_steps, "plain_steps": self.plain_steps,
-                "draft_forward_equivalents": round(self.draft_tokens_run, 3),
-                "scoring_forward_equivalents": round(self.scoring_cost, 3)}
+        return {
+            "exit_layer": None if choice is None else choice[0],
+            "window_agreement": None if choice is None else choice[1],
+            "expected_speedup": None if choice is None else choice[2],
+            "agreement_by_exit": {e: round(s / n, 4) for e, (s, n) in sorted(self.agreement.items())},
+            "measurements": self.measurements,
+            "started_from_cache": self.started_from_cache,
+            "drafting_steps": self.drafting_steps,
+            "plain_steps": self.plain_steps,
+            "draft_forward_equivalents": round(self.draft_tokens_run, 3),
+            "scoring_forward_equivalents": round(self.scoring_cost, 3),
+        }
 
 
-register(MethodSpec("early_exit", EarlyExitConfig, EarlyExitDrafter,
-                    "self-speculative: the target's first layers + head draft, exit by measured acceptance "
-                    "(LayerSkip, arXiv 2404.16710)", uses_skip_cache=True))
+register(
+    MethodSpec(
+        "early_exit",
+        EarlyExitConfig,
+        EarlyExitDrafter,
+        "self-speculative: the target's first layers + head draft, exit by measured acceptance "
+        "(LayerSkip, arXiv 2404.16710)",
+        uses_skip_cache=True,
+    )
+)

@@ -175,9 +175,12 @@ class _QueryCapture:
         self.queries[index] = q.detach()
 
     def __enter__(self):
-        self.handles = [layer.self_attn.register_forward_pre_hook(
-            lambda module, args, kwargs, i=i: self._hook(i, module, args, kwargs), with_kwargs=True)
-            for i, layer in enumerate(self.layers)]
+        self.handles = [
+            layer.self_attn.register_forward_pre_hook(
+                lambda module, args, kwargs, i=i: self._hook(i, module, args, kwargs), with_kwargs=True
+            )
+            for i, layer in enumerate(self.layers)
+        ]
         return self
 
     def __exit__(self, *exc):
@@ -188,8 +191,9 @@ class _QueryCapture:
 
 def _attention_layers(model: torch.nn.Module):
     layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None or not all(hasattr(getattr(l, "self_attn", None), "q_proj")
-                                 and hasattr(l.self_attn, "head_dim") for l in layers):
+    if layers is None or not all(
+        hasattr(getattr(l, "self_attn", None), "q_proj") and hasattr(l.self_attn, "head_dim") for l in layers
+    ):
         return None
     return layers
 
@@ -216,10 +220,12 @@ class HierarchicalDrafter(Drafter):
         self.index = NgramIndex(cfg.min_ngram, cfg.max_ngram) if cfg.level2 == "prompt_lookup" else None
         self.level2_model = None
         if cfg.level2 is not None and cfg.level2 != "prompt_lookup":
-            self.level2_model = DraftModelDrafter(DraftModelConfig(draft_model=cfg.level2, max_draft=cfg.level2_max_draft,
-                                                                   confidence_threshold=0.0))
-            self.level2_model.begin(DraftRequest(request.prompt_ids, request.target, request.params,
-                                                 request.generator, request.vocab_size))
+            self.level2_model = DraftModelDrafter(
+                DraftModelConfig(draft_model=cfg.level2, max_draft=cfg.level2_max_draft, confidence_threshold=0.0)
+            )
+            self.level2_model.begin(
+                DraftRequest(request.prompt_ids, request.target, request.params, request.generator, request.vocab_size)
+            )
         self.query: torch.Tensor | None = None  # (layers, heads, head_dim)
         self.chunks: list[list[int]] | None = None  # per layer: selected chunk indices
         self.since_refresh = 0
@@ -283,7 +289,9 @@ class HierarchicalDrafter(Drafter):
             kv.rollback(self.partial, self.partial_len)
             if cached > self.synced:
                 for i, layer in enumerate(full.layers):
-                    self.partial.update(layer.keys[..., self.synced:cached, :], layer.values[..., self.synced:cached, :], i)
+                    self.partial.update(
+                        layer.keys[..., self.synced : cached, :], layer.values[..., self.synced : cached, :], i
+                    )
         self.synced = cached
         self.partial_len = kv.cache_length(self.partial)
         return self.partial
@@ -294,8 +302,11 @@ class HierarchicalDrafter(Drafter):
         device = self.request.target_cache.layers[0].keys.device
         # rows are a chain: the model's own causal masks over the partial cache (per layer
         # type, so sliding-window layers get theirs), at the rows' true positions
-        kwargs = {self.cache_kw: partial, "use_cache": True,
-                  "position_ids": torch.arange(start, start + n, device=device).unsqueeze(0)}
+        kwargs = {
+            self.cache_kw: partial,
+            "use_cache": True,
+            "position_ids": torch.arange(start, start + n, device=device).unsqueeze(0),
+        }
         ids = torch.tensor([rows], dtype=torch.long, device=device)
         self.level1_forwards += 1
         if capture and self.attn_layers is not None:
@@ -316,8 +327,11 @@ class HierarchicalDrafter(Drafter):
             self.direct_steps += 1
             draft = self._level2(tokens, min(self.level2_len, limit))
             return draft if len(draft) else None
-        if (self.chunks is None or self.since_refresh >= cfg.refresh_every
-                or (self.query is not None and not self.query_selected)):
+        if (
+            self.chunks is None
+            or self.since_refresh >= cfg.refresh_every
+            or (self.query is not None and not self.query_selected)
+        ):
             self._refresh(cached)
         partial = self._partial_cache(cached)
         self.since_refresh += 1
@@ -399,13 +413,25 @@ class HierarchicalDrafter(Drafter):
         full = self.request.target_cache
         if full is not None and full.layers and getattr(full.layers[0], "keys", None) is not None:
             bytes_per_token = sum(2 * l.keys[0, :, :1].numel() * l.keys.element_size() for l in full.layers)
-        return {"level1_forwards": self.level1_forwards, "level1_tokens": self.level1_tokens,
-                "level2_proposed": self.level2_proposed, "level2_accepted": self.level2_accepted,
-                "direct_steps": self.direct_steps, "refreshes": self.refreshes,
-                "partial_cache_tokens": self.partial_len, "partial_cache_bytes": self.partial_len * bytes_per_token,
-                "chunk_key_bytes": self.chunk_key_bytes}
+        return {
+            "level1_forwards": self.level1_forwards,
+            "level1_tokens": self.level1_tokens,
+            "level2_proposed": self.level2_proposed,
+            "level2_accepted": self.level2_accepted,
+            "direct_steps": self.direct_steps,
+            "refreshes": self.refreshes,
+            "partial_cache_tokens": self.partial_len,
+            "partial_cache_bytes": self.partial_len * bytes_per_token,
+            "chunk_key_bytes": self.chunk_key_bytes,
+        }
 
 
-register(MethodSpec("hierarchical", HierarchicalConfig, HierarchicalDrafter,
-                    "long prompts: the target on a small retrieved KV cache drafts, prompt lookup drafts for it "
-                    "(TriForce, arXiv 2404.11912)"))
+register(
+    MethodSpec(
+        "hierarchical",
+        HierarchicalConfig,
+        HierarchicalDrafter,
+        "long prompts: the target on a small retrieved KV cache drafts, prompt lookup drafts for it "
+        "(TriForce, arXiv 2404.11912)",
+    )
+)

@@ -81,13 +81,13 @@ def window_ngrams(context: list[int], window: list[int], outputs: list[int], n: 
     Example: context [1, 2], window [3, 4], outputs [9, 8, 7], n 3 ->
     [(2, 3, 8), (3, 4, 7)].
     """
-    head = context[-(n - 1):]
+    head = context[-(n - 1) :]
     seq = head + list(window)
     out = []
     for j in range(1, len(window) + 1):
         end = len(head) + j
         if end >= n - 1:
-            out.append(tuple(seq[end - (n - 1):end]) + (outputs[j],))
+            out.append(tuple(seq[end - (n - 1) : end]) + (outputs[j],))
     return out
 
 
@@ -147,7 +147,7 @@ class JacobiDrafter(Drafter):
     def _harvest_committed(self, tokens: list[int]) -> None:
         n = self.config.ngram
         for end in range(max(self.harvested, n - 1), len(tokens)):
-            self.pool.add(tuple(tokens[end - n + 1:end + 1]))
+            self.pool.add(tuple(tokens[end - n + 1 : end + 1]))
         self.harvested = len(tokens)
 
     def _fill_window(self, root: int) -> None:
@@ -160,7 +160,7 @@ class JacobiDrafter(Drafter):
         if self.config.seed_from_context:
             self._harvest_committed(tokens)
         if self.sent is not None:  # the engine verified none of the last draft: shift the window
-            self.window = self.window[len(tokens) - self.sent[0]:]
+            self.window = self.window[len(tokens) - self.sent[0] :]
         root = tokens[-1]
         self._fill_window(root)
         candidates = self.pool.candidates(root, self.config.candidates)
@@ -179,22 +179,32 @@ class JacobiDrafter(Drafter):
                 break
             row = node + 1
             rows.append(row)
-        outputs = [step.target_tokens[r] if step.target_tokens is not None else int(step.scores[r].argmax())
-                   for r in rows]
-        verified = window[:len(rows) - 1]
+        outputs = [
+            step.target_tokens[r] if step.target_tokens is not None else int(step.scores[r].argmax()) for r in rows
+        ]
+        verified = window[: len(rows) - 1]
         for ngram in window_ngrams(step.tokens[:committed], verified, outputs, self.config.ngram):
             self.pool.add(ngram)
         accepted = step.num_accepted
         on_window = sum(1 for node in step.accepted if node + 1 in rows)
         self.window_accepted += on_window
         self.candidate_accepted += accepted - on_window
-        self.window = outputs[accepted + 1:]
+        self.window = outputs[accepted + 1 :]
         self.sent = None
 
     def stats(self) -> dict:
-        return {"pool_ngrams": len(self.pool), "window_accepted": self.window_accepted,
-                "candidate_accepted": self.candidate_accepted}
+        return {
+            "pool_ngrams": len(self.pool),
+            "window_accepted": self.window_accepted,
+            "candidate_accepted": self.candidate_accepted,
+        }
 
 
-register(MethodSpec("jacobi", JacobiConfig, JacobiDrafter,
-                    "lookahead decoding: Jacobi window + n-gram pool, verified as one tree (arXiv 2402.02057)"))
+register(
+    MethodSpec(
+        "jacobi",
+        JacobiConfig,
+        JacobiDrafter,
+        "lookahead decoding: Jacobi window + n-gram pool, verified as one tree (arXiv 2402.02057)",
+    )
+)

@@ -217,8 +217,11 @@ class LayerSkipDrafter(Drafter):
         _, _, speedup = self.search.best()
         self.stale = 0 if speedup > self.best_speedup + 1e-9 else self.stale + 1
         self.best_speedup = max(self.best_speedup, speedup)
-        if (self.steps >= self.config.max_optimization_steps or self.stale >= self.config.patience
-                or self._budget_spent()):
+        if (
+            self.steps >= self.config.max_optimization_steps
+            or self.stale >= self.config.patience
+            or self._budget_spent()
+        ):
             self.optimizing = False
 
     def current(self) -> tuple[frozenset[int], float | None, float | None] | None:
@@ -251,22 +254,34 @@ class LayerSkipDrafter(Drafter):
         first = forward_skipping(self.stack, cache, [tokens[-1]], [position], skip)[0][-1]
         self.draft_tokens_run += cost
         self.drafting_steps += 1
-        return draft_chain(first, feed, self.request.params, tokens, depth, self.config.confidence_threshold,
-                           self.request.generator)
+        return draft_chain(
+            first, feed, self.request.params, tokens, depth, self.config.confidence_threshold, self.request.generator
+        )
 
     def stats(self) -> dict:
         choice = self.current()
-        return {"skip_set": None if choice is None else sorted(choice[0]),
-                "skip_set_readable": None if choice is None else describe_skip(choice[0]),
-                "window_agreement": None if choice is None else choice[1],
-                "expected_speedup": None if choice is None else choice[2],
-                "optimization_steps": self.steps, "evaluations": self.evaluations,
-                "scored_tokens": self.scored_tokens, "started_from_cache": self.from_cache,
-                "drafting_steps": self.drafting_steps, "plain_steps": self.plain_steps,
-                "draft_forward_equivalents": round(self.draft_tokens_run, 3),
-                "scoring_forward_equivalents": round(self.scoring_cost, 3)}
+        return {
+            "skip_set": None if choice is None else sorted(choice[0]),
+            "skip_set_readable": None if choice is None else describe_skip(choice[0]),
+            "window_agreement": None if choice is None else choice[1],
+            "expected_speedup": None if choice is None else choice[2],
+            "optimization_steps": self.steps,
+            "evaluations": self.evaluations,
+            "scored_tokens": self.scored_tokens,
+            "started_from_cache": self.from_cache,
+            "drafting_steps": self.drafting_steps,
+            "plain_steps": self.plain_steps,
+            "draft_forward_equivalents": round(self.draft_tokens_run, 3),
+            "scoring_forward_equivalents": round(self.scoring_cost, 3),
+        }
 
 
-register(MethodSpec("layer_skip", LayerSkipConfig, LayerSkipDrafter,
-                    "self-speculative: the target drafts with skipped layers chosen on the fly (SWIFT, arXiv 2410.06916)",
-                    uses_skip_cache=True))
+register(
+    MethodSpec(
+        "layer_skip",
+        LayerSkipConfig,
+        LayerSkipDrafter,
+        "self-speculative: the target drafts with skipped layers chosen on the fly (SWIFT, arXiv 2410.06916)",
+        uses_skip_cache=True,
+    )
+)

@@ -60,7 +60,8 @@ class PromptLookupDrafter(Drafter):
         super().begin(request)
         # index[n][ngram] = end position of its latest occurrence that has a successor
         self.index: dict[int, dict[tuple[int, ...], int]] = {
-            n: {} for n in range(self.config.min_ngram, self.config.max_ngram + 1)}
+            n: {} for n in range(self.config.min_ngram, self.config.max_ngram + 1)
+        }
         self.indexed = 0  # ends < indexed are in the index
         self.draft_len = self.config.max_draft
         self.lookups = self.hits = 0
@@ -69,7 +70,7 @@ class PromptLookupDrafter(Drafter):
         for end in range(self.indexed, len(tokens) - 1):
             for n, table in self.index.items():
                 if end + 1 >= n:
-                    table[tuple(tokens[end + 1 - n:end + 1])] = end
+                    table[tuple(tokens[end + 1 - n : end + 1])] = end
         self.indexed = max(self.indexed, len(tokens) - 1)
 
     def propose(self, tokens: list[int], max_depth: int) -> DraftTree | None:
@@ -97,5 +98,11 @@ class PromptLookupDrafter(Drafter):
         return {"lookups": self.lookups, "matches": self.hits}
 
 
-register(MethodSpec("prompt_lookup", PromptLookupConfig, PromptLookupDrafter,
-                    "n-gram lookup in prompt + output (input-guided aggressive decoding, arXiv 2205.10350)"))
+register(
+    MethodSpec(
+        "prompt_lookup",
+        PromptLookupConfig,
+        PromptLookupDrafter,
+        "n-gram lookup in prompt + output (input-guided aggressive decoding, arXiv 2205.10350)",
+    )
+)

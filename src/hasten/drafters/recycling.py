@@ -56,7 +56,7 @@ class AdjacencyMap:
         """Replace the row of each input token with the target's candidates there (later
         inputs win when a token repeats)."""
         for token, row in zip(inputs, followers):
-            self.rows[token] = row[:self.top_k]
+            self.rows[token] = row[: self.top_k]
 
     def seed(self, tokens: list[int]) -> None:
         """Add the bigrams of ``tokens`` to rows that have room, most recent first."""
@@ -70,8 +70,7 @@ class AdjacencyMap:
 
 
 @lru_cache(maxsize=32)
-def static_tree(widths: tuple[int, ...], rank_prior: tuple[float, ...],
-                max_nodes: int) -> tuple[tuple[int, int], ...]:
+def static_tree(widths: tuple[int, ...], rank_prior: tuple[float, ...], max_nodes: int) -> tuple[tuple[int, int], ...]:
     """The draft tree shape: the ``max_nodes`` rank paths with the highest prior.
 
     A rank path (r1, ..., rd) needs r_j < widths[j-1]; its prior is the product of
@@ -135,7 +134,7 @@ class FrequentTokens:
             if token not in self.top:
                 self.top.append(token)
             self.top.sort(key=lambda t: -self.freq[t])
-            del self.top[self.count:]
+            del self.top[self.count :]
 
 
 def _as_tuple(value, kind) -> tuple:
@@ -189,8 +188,9 @@ class RecyclingConfig:
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be non-empty and positive, got {self.widths}")
         if max(self.widths) > min(self.top_k, len(self.rank_prior)):
-            raise ValueError(f"widths {self.widths} exceed top_k ({self.top_k}) or rank_prior's length "
-                             f"({len(self.rank_prior)})")
+            raise ValueError(
+                f"widths {self.widths} exceed top_k ({self.top_k}) or rank_prior's length ({len(self.rank_prior)})"
+            )
         if not all(0 < p <= 1 for p in self.rank_prior):
             raise ValueError(f"rank_prior values must be in (0, 1], got {self.rank_prior}")
         if self.max_nodes < 1 or self.probe < 0:
@@ -223,7 +223,7 @@ class RecyclingDrafter(Drafter):
         self.probes = 0
 
     def propose(self, tokens: list[int], max_depth: int) -> DraftTree | None:
-        self.frequent.add(tokens[self.fed:])
+        self.frequent.add(tokens[self.fed :])
         self.fed = len(tokens)
         self.committed = len(tokens)
         tree = grow_tree(tokens[-1], self.adjacency, self.shape)
@@ -249,5 +249,11 @@ class RecyclingDrafter(Drafter):
         return {"map_rows": len(self.adjacency), "probes": self.probes}
 
 
-register(MethodSpec("recycling", RecyclingConfig, RecyclingDrafter,
-                    "draft trees from the target's recycled top-k candidates (Token Recycling, arXiv 2408.08696)"))
+register(
+    MethodSpec(
+        "recycling",
+        RecyclingConfig,
+        RecyclingDrafter,
+        "draft trees from the target's recycled top-k candidates (Token Recycling, arXiv 2408.08696)",
+    )
+)

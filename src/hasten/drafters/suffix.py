@@ -41,8 +41,9 @@ from .base import Drafter, MethodSpec, register
 __all__ = ["SuffixConfig", "SuffixDrafter", "SuffixIndex", "continuation_scores"]
 
 
-def continuation_scores(weighted: list[tuple[list[int], float]],
-                        pseudo_count: float = 0.0) -> dict[tuple[int, ...], float]:
+def continuation_scores(
+    weighted: list[tuple[list[int], float]], pseudo_count: float = 0.0
+) -> dict[tuple[int, ...], float]:
     """Score every prefix of the continuations by the weight share that follows it.
 
     Args:
@@ -108,8 +109,7 @@ class SuffixConfig:
     datastore_min_match: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("max_nodes", "max_depth", "max_match", "index_ngram", "max_occurrences",
-                     "datastore_min_match"):
+        for name in ("max_nodes", "max_depth", "max_match", "index_ngram", "max_occurrences", "datastore_min_match"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.nodes_per_match <= 0:
@@ -133,8 +133,10 @@ class SuffixDrafter(Drafter):
     def begin(self, request) -> None:
         super().begin(request)
         if self.datastore is not None and self.datastore.max_token >= request.vocab_size:
-            raise ValueError(f"the datastore holds token id {self.datastore.max_token} but the model's vocabulary "
-                             f"has {request.vocab_size}; build it with this model's tokenizer")
+            raise ValueError(
+                f"the datastore holds token id {self.datastore.max_token} but the model's vocabulary "
+                f"has {request.vocab_size}; build it with this model's tokenizer"
+            )
         self.index = SuffixIndex(self.config.index_ngram)
         self.lookups = self.matches = self.store_matches = 0
         self.matched_tokens = 0
@@ -150,8 +152,12 @@ class SuffixDrafter(Drafter):
     def _store_candidates(self, tokens: list[int]) -> tuple[int, dict[tuple[int, ...], float]]:
         config = self.config
         matched, found = self.datastore.continuations(
-            tokens, max_match=config.max_match, min_match=config.datastore_min_match,
-            max_occurrences=config.max_occurrences, length=config.max_depth)
+            tokens,
+            max_match=config.max_match,
+            min_match=config.datastore_min_match,
+            max_occurrences=config.max_occurrences,
+            length=config.max_depth,
+        )
         if not found:
             return 0, {}
         return matched, continuation_scores([(c, 1.0) for c in found], config.pseudo_count)
@@ -177,10 +183,20 @@ class SuffixDrafter(Drafter):
         return tree
 
     def stats(self) -> dict:
-        return {"lookups": self.lookups, "matches": self.matches, "datastore_matches": self.store_matches,
-                "mean_match_length": self.matched_tokens / self.matches if self.matches else 0.0}
+        return {
+            "lookups": self.lookups,
+            "matches": self.matches,
+            "datastore_matches": self.store_matches,
+            "mean_match_length": self.matched_tokens / self.matches if self.matches else 0.0,
+        }
 
 
-register(MethodSpec("suffix", SuffixConfig, SuffixDrafter,
-                    "frequency-scored trees from suffix matches in the request and a datastore "
-                    "(SuffixDecoding arXiv 2411.04975, REST arXiv 2311.08252)"))
+register(
+    MethodSpec(
+        "suffix",
+        SuffixConfig,
+        SuffixDrafter,
+        "frequency-scored trees from suffix matches in the request and a datastore "
+        "(SuffixDecoding arXiv 2411.04975, REST arXiv 2311.08252)",
+    )
+)

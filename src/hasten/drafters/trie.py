@@ -129,7 +129,7 @@ class TokenTrie:
                 entries.append((node[_COUNT], node[_LAST], -depth, token, children, node))
                 stack.append((node[_CHILDREN], depth + 1))
         entries.sort(key=lambda e: e[:3])
-        for _, _, _, token, children, node in entries[:max(0, self.size - keep)]:
+        for _, _, _, token, children, node in entries[: max(0, self.size - keep)]:
             if children.get(token) is node:
                 del children[token]
                 removed = _subtree_size(node)
@@ -137,8 +137,9 @@ class TokenTrie:
                 self.evicted += removed
         self.generation += 1
 
-    def best_paths(self, context: list, max_nodes: int, max_depth: int, min_prob: float,
-                   pseudo_count: float = 0.0) -> dict[tuple[int, ...], float]:
+    def best_paths(
+        self, context: list, max_nodes: int, max_depth: int, min_prob: float, pseudo_count: float = 0.0
+    ) -> dict[tuple[int, ...], float]:
         """The likeliest continuations below ``context`` (a node), best first.
 
         A path's probability is its count over the summed counts of the context's
@@ -191,8 +192,12 @@ class TokenTrie:
             sizes.append(len(node[_CHILDREN]))
             stack.extend(reversed(list(node[_CHILDREN].items())))
         meta = np.array(json.dumps({"format": _FORMAT, "capacity": self.capacity, "clock": self.clock}))
-        arrays = {"tokens": np.asarray(tokens, dtype=np.int64), "counts": np.asarray(counts, dtype=np.int64),
-                  "lasts": np.asarray(lasts, dtype=np.int64), "children": np.asarray(sizes, dtype=np.int64)}
+        arrays = {
+            "tokens": np.asarray(tokens, dtype=np.int64),
+            "counts": np.asarray(counts, dtype=np.int64),
+            "lasts": np.asarray(lasts, dtype=np.int64),
+            "children": np.asarray(sizes, dtype=np.int64),
+        }
         atomic_write(Path(path), lambda f: np.savez(f, meta=meta, **arrays))
 
     @classmethod
@@ -326,8 +331,10 @@ class TrieConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_depth >= self.branch_length or self.max_match >= self.branch_length:
-            raise ValueError(f"max_depth ({self.max_depth}) and max_match ({self.max_match}) must be "
-                             f"< branch_length ({self.branch_length})")
+            raise ValueError(
+                f"max_depth ({self.max_depth}) and max_match ({self.max_match}) must be "
+                f"< branch_length ({self.branch_length})"
+            )
         if self.pseudo_count < 0:
             raise ValueError(f"pseudo_count must be >= 0, got {self.pseudo_count}")
         if self.trie is not None and self.path is not None:
@@ -353,8 +360,7 @@ def retrieve(trie: TokenTrie, tokens: list[int], config: TrieConfig) -> dict[tup
         node = trie.find(tokens[-k:])
         if node is None or not node[_CHILDREN]:
             continue
-        found = trie.best_paths(node, config.max_nodes, config.max_depth, config.min_prob / weight,
-                                config.pseudo_count)
+        found = trie.best_paths(node, config.max_nodes, config.max_depth, config.min_prob / weight, config.pseudo_count)
         merge_max(scores, found, weight)
         weight *= config.shorter_match_weight
     return scores
@@ -391,12 +397,12 @@ class TrieDrafter(Drafter):
             # the prompt's last tokens start the first learned windows (e.g. the chat
             # template's assistant header -> how answers begin)
             self.shared_feeder = TrieFeeder(self.shared, config.branch_length)
-            self.shared_feeder.feed(request.prompt_ids[-config.max_match:])
+            self.shared_feeder.feed(request.prompt_ids[-config.max_match :])
         self.fed = len(request.prompt_ids)
         self.lookups = self.hits = 0
 
     def propose(self, tokens: list[int], max_depth: int) -> DraftTree | None:
-        new = tokens[self.fed:]
+        new = tokens[self.fed :]
         self.local_feeder.feed(new)
         if self.shared_feeder is not None:
             self.shared_feeder.feed(new)
@@ -417,5 +423,11 @@ class TrieDrafter(Drafter):
         return out
 
 
-register(MethodSpec("trie", TrieConfig, TrieDrafter,
-                    "multi-branch retrieval from a frequency-weighted token trie (Lookahead, arXiv 2312.12728)"))
+register(
+    MethodSpec(
+        "trie",
+        TrieConfig,
+        TrieDrafter,
+        "multi-branch retrieval from a frequency-weighted token trie (Lookahead, arXiv 2312.12728)",
+    )
+)

@@ -63,12 +63,12 @@ class TextStream:
             return text
         text = text.removesuffix("\ufffd")
         hold = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-        return text[:len(text) - hold]
+        return text[: len(text) - hold]
 
     def delta(self, tokens: list[int], final: bool = False) -> str:
         self.tokens.extend(tokens)
         text = self.text(final)
-        out = text[self.sent:] if len(text) > self.sent else ""
+        out = text[self.sent :] if len(text) > self.sent else ""
         self.sent = max(self.sent, len(text))
         return out
 
@@ -76,16 +76,24 @@ class TextStream:
 def usage(stats: GenerationStats, prediction: PredictionDrafter | None) -> dict[str, Any]:
     """OpenAI's usage object with hasten's figures under ``hasten``."""
     return {
-        "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.new_tokens,
         "total_tokens": stats.prompt_tokens + stats.new_tokens,
         "completion_tokens_details": {
-            "reasoning_tokens": 0, "audio_tokens": 0,
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
             "accepted_prediction_tokens": 0 if prediction is None else prediction.accepted_prediction_tokens,
-            "rejected_prediction_tokens": 0 if prediction is None else prediction.rejected_prediction_tokens},
-        "hasten": {"method": stats.method, "drafted": sum(stats.drafted), "accepted": sum(stats.accepted),
-                   "mean_accepted_tokens": round(stats.mean_accepted_tokens, 4), "steps": stats.steps,
-                   "forward_passes": stats.forward_passes,
-                   "auto_off_switches": stats.drafter.get("auto_off_switches", 0)},
+            "rejected_prediction_tokens": 0 if prediction is None else prediction.rejected_prediction_tokens,
+        },
+        "hasten": {
+            "method": stats.method,
+            "drafted": sum(stats.drafted),
+            "accepted": sum(stats.accepted),
+            "mean_accepted_tokens": round(stats.mean_accepted_tokens, 4),
+            "steps": stats.steps,
+            "forward_passes": stats.forward_passes,
+            "auto_off_switches": stats.drafter.get("auto_off_switches", 0),
+        },
     }
 
 
@@ -104,8 +112,9 @@ class _Handler:
             from ..targets import model_eos_ids
             from .grammar import GRAMMAR_ENGINES
 
-            self._grammar = GRAMMAR_ENGINES.get("xgrammar")(self.tokenizer, self.vocab_size,
-                                                             sorted(model_eos_ids(self.model, None)))
+            self._grammar = GRAMMAR_ENGINES.get("xgrammar")(
+                self.tokenizer, self.vocab_size, sorted(model_eos_ids(self.model, None))
+            )
         return self._grammar
 
     def _method(self, req) -> tuple[Any, dict]:
@@ -129,13 +138,17 @@ class _Handler:
         if not prompt:
             raise OpenAIError("empty prompt", param="prompt")
         if self.context_length is not None and len(prompt) >= self.context_length:
-            raise OpenAIError(f"the prompt has {len(prompt)} tokens; this model's context length is "
-                              f"{self.context_length} tokens", param="messages", code="context_length_exceeded")
+            raise OpenAIError(
+                f"the prompt has {len(prompt)} tokens; this model's context length is {self.context_length} tokens",
+                param="messages",
+                code="context_length_exceeded",
+            )
         limit = req.token_limit()
         max_new = limit if limit is not None else (self.context_length or 4096) - len(prompt)
         greedy = req.temperature == 0
-        params = SamplingParams(do_sample=not greedy, temperature=req.temperature if not greedy else 1.0,
-                                top_p=req.top_p)
+        params = SamplingParams(
+            do_sample=not greedy, temperature=req.temperature if not greedy else 1.0, top_p=req.top_p
+        )
         method, options = self._method(req)
         prediction = None
         if getattr(req, "prediction", None) is not None:
@@ -149,10 +162,19 @@ class _Handler:
             except ValueError as exc:
                 raise OpenAIError(str(exc), param="response_format") from None
             constraint = None if compiled is None else self.grammar().constraint(compiled)
-        batch_req = BatchRequest(prompt, max_new, method=method, method_options=options, params=params,
-                                 seed=req.seed, stop=req.stop_list(), tokenizer=self.tokenizer,
-                                 draft_budget=self.config.draft_budget, auto_off=self.config.auto_off,
-                                 constraint=constraint)
+        batch_req = BatchRequest(
+            prompt,
+            max_new,
+            method=method,
+            method_options=options,
+            params=params,
+            seed=req.seed,
+            stop=req.stop_list(),
+            tokenizer=self.tokenizer,
+            draft_budget=self.config.draft_budget,
+            auto_off=self.config.auto_off,
+            constraint=constraint,
+        )
         return batch_req, prediction
 
     async def run(self, request: Request, req, prompt: list[int], chat: bool) -> Response:
@@ -213,8 +235,9 @@ class _Handler:
                         text = stream.delta([], final=True)
                         if text:
                             yield {"data": json.dumps(shape.chunk(text=text, usage=include_usage))}
-                        yield {"data": json.dumps(shape.chunk(finish=_FINISH[payload.finish_reason],
-                                                              usage=include_usage))}
+                        yield {
+                            "data": json.dumps(shape.chunk(finish=_FINISH[payload.finish_reason], usage=include_usage))
+                        }
                         if include_usage:
                             yield {"data": json.dumps(shape.usage_chunk(usage(payload, job.prediction)))}
                         break
@@ -224,8 +247,9 @@ class _Handler:
                 job.cancelled.set()
 
         # on shutdown (SIGTERM) sse-starlette would cut open streams at once; let them finish instead
-        return EventSourceResponse(events(), ping=600, shutdown_event=anyio.Event(),
-                                   shutdown_grace_period=self.config.drain_seconds)
+        return EventSourceResponse(
+            events(), ping=600, shutdown_event=anyio.Event(), shutdown_grace_period=self.config.drain_seconds
+        )
 
 
 class _Shape:
@@ -235,13 +259,22 @@ class _Shape:
         self.ident, self.model, self.chat, self.created = ident, model, chat, int(time.time())
 
     def _base(self, obj: str) -> dict:
-        return {"id": self.ident, "object": obj, "created": self.created, "model": self.model,
-                "system_fingerprint": None}
+        return {
+            "id": self.ident,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+        }
 
     def full(self, text: str, finish: str, usage_obj: dict) -> dict:
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                      "logprobs": None, "finish_reason": finish}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
             return {**self._base("chat.completion"), "choices": [choice], "usage": usage_obj}
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         return {**self._base("text_completion"), "choices": [choice], "usage": usage_obj}
@@ -253,11 +286,15 @@ class _Shape:
                 delta = {"role": "assistant", "content": ""}
             elif text:
                 delta = {"content": text}
-            body = {**self._base("chat.completion.chunk"),
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            body = {
+                **self._base("chat.completion.chunk"),
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
         else:
-            body = {**self._base("text_completion"),
-                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+            body = {
+                **self._base("text_completion"),
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+            }
         if usage:
             body["usage"] = None
         return body
@@ -294,8 +331,9 @@ def create_app(model, tokenizer, config: ServeConfig | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(OpenAIError(f"internal error: {exc}", status=500, type="server_error").body(),
-                            status_code=500)
+        return JSONResponse(
+            OpenAIError(f"internal error: {exc}", status=500, type="server_error").body(), status_code=500
+        )
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -311,8 +349,10 @@ def create_app(model, tokenizer, config: ServeConfig | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": config.model_name, "object": "model", "created": 0,
-                                            "owned_by": "hasten"}]}
+        return {
+            "object": "list",
+            "data": [{"id": config.model_name, "object": "model", "created": 0, "owned_by": "hasten"}],
+        }
 
     @app.get("/health")
     async def health() -> dict:

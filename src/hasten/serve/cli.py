@@ -19,13 +19,24 @@ def run_server(app, host: str = "127.0.0.1", port: int = 8000, drain_seconds: fl
     (at most ``drain_seconds``) and return."""
     import uvicorn
 
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
-                                  timeout_graceful_shutdown=drain_seconds)).run()
+    uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=drain_seconds)
+    ).run()
 
 
-def serve(model: str = "smollm2-135m", method: str | None = None, method_options: dict[str, Any] | None = None,
-          host: str = "127.0.0.1", port: int = 8000, dtype: str = "float32", max_batch: int = 8,
-          max_queue: int = 64, replicas: int = 0, auto_off: bool = True, threads: int | None = None) -> None:
+def serve(
+    model: str = "smollm2-135m",
+    method: str | None = None,
+    method_options: dict[str, Any] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    dtype: str = "float32",
+    max_batch: int = 8,
+    max_queue: int = 64,
+    replicas: int = 0,
+    auto_off: bool = True,
+    threads: int | None = None,
+) -> None:
     """Load ``model`` and serve it until SIGTERM.
 
     Args:
@@ -47,9 +58,15 @@ def serve(model: str = "smollm2-135m", method: str | None = None, method_options
         build_drafter(method, **(method_options or {}))  # fail before loading anything
     if replicas < 0:
         raise ValueError(f"replicas must be >= 0, got {replicas}")
-    config = ServeConfig(model_name=model, method=method, method_options=dict(method_options or {}),
-                         max_batch=max_batch, max_queue=max_queue, auto_off=AutoOffConfig() if auto_off else None,
-                         threads=threads)
+    config = ServeConfig(
+        model_name=model,
+        method=method,
+        method_options=dict(method_options or {}),
+        max_batch=max_batch,
+        max_queue=max_queue,
+        auto_off=AutoOffConfig() if auto_off else None,
+        threads=threads,
+    )
     if replicas:
         from .ray_app import run_replicas
 

@@ -52,8 +52,7 @@ class GrammarFactory:
         import xgrammar as xgr
 
         self.xgr = xgr
-        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size,
-                                                  stop_token_ids=list(stop_token_ids))
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids))
         self.compiler = xgr.GrammarCompiler(info)
         self.vocab_size = vocab_size
         self._compiled: dict[str, Any] = {}
@@ -143,8 +142,9 @@ class JsonConstraint:
                 raise ValueError(f"token {token} violates the response grammar")
 
 
-def constrained_greedy_reference(model: torch.nn.Module, prompt: list[int], constraint: JsonConstraint,
-                                 max_new_tokens: int, eos_ids: set[int]) -> list[int]:
+def constrained_greedy_reference(
+    model: torch.nn.Module, prompt: list[int], constraint: JsonConstraint, max_new_tokens: int, eos_ids: set[int]
+) -> list[int]:
     """Reference path: plain greedy decoding with the grammar mask, one full forward per
     token (no cache, no drafts). Returns the new tokens (eos included if reached)."""
     tokens = list(prompt)
@@ -156,4 +156,4 @@ def constrained_greedy_reference(model: torch.nn.Module, prompt: list[int], cons
             if token in eos_ids:
                 break
             constraint.accept([token])
-    return tokens[len(prompt):]
+    return tokens[len(prompt) :]

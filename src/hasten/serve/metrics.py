@@ -20,8 +20,28 @@ from ..engine import GenerationStats
 
 __all__ = ["ServeMetrics"]
 
-_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0,
-                    10.0, 20.0, 40.0, 80.0)
+_LATENCY_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
 
 
 class ServeMetrics:
@@ -34,25 +54,40 @@ class ServeMetrics:
         r = self.registry
         names = ["model_name"]
         self.num_drafts = Counter("hasten:spec_decode_num_drafts", "Verified non-empty drafts.", names, registry=r)
-        self.num_draft_tokens = Counter("hasten:spec_decode_num_draft_tokens", "Draft tokens verified.", names,
-                                        registry=r)
-        self.num_accepted_tokens = Counter("hasten:spec_decode_num_accepted_tokens", "Draft tokens accepted.", names,
-                                           registry=r)
-        self.accepted_per_pos = Counter("hasten:spec_decode_num_accepted_tokens_per_pos",
-                                        "Accepted draft tokens per draft position (0 = first).",
-                                        names + ["position"], registry=r)
+        self.num_draft_tokens = Counter(
+            "hasten:spec_decode_num_draft_tokens", "Draft tokens verified.", names, registry=r
+        )
+        self.num_accepted_tokens = Counter(
+            "hasten:spec_decode_num_accepted_tokens", "Draft tokens accepted.", names, registry=r
+        )
+        self.accepted_per_pos = Counter(
+            "hasten:spec_decode_num_accepted_tokens_per_pos",
+            "Accepted draft tokens per draft position (0 = first).",
+            names + ["position"],
+            registry=r,
+        )
         self.running = Gauge("hasten:num_requests_running", "Requests in the batch.", names, registry=r)
         self.waiting = Gauge("hasten:num_requests_waiting", "Requests queued.", names, registry=r)
-        self.success = Counter("hasten:request_success", "Finished requests.", names + ["finished_reason"],
-                               registry=r)
+        self.success = Counter("hasten:request_success", "Finished requests.", names + ["finished_reason"], registry=r)
         self.prompt_tokens = Counter("hasten:prompt_tokens", "Prompt tokens processed.", names, registry=r)
         self.generation_tokens = Counter("hasten:generation_tokens", "Tokens generated.", names, registry=r)
-        self.ttft = Histogram("hasten:time_to_first_token_seconds", "Time to first token (s).", names,
-                              buckets=_LATENCY_BUCKETS, registry=r)
-        self.itl = Histogram("hasten:inter_token_latency_seconds", "Time between output tokens (s).", names,
-                             buckets=_LATENCY_BUCKETS, registry=r)
-        self.e2e = Histogram("hasten:e2e_request_latency_seconds", "Request latency (s).", names,
-                             buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram(
+            "hasten:time_to_first_token_seconds",
+            "Time to first token (s).",
+            names,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "hasten:inter_token_latency_seconds",
+            "Time between output tokens (s).",
+            names,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "hasten:e2e_request_latency_seconds", "Request latency (s).", names, buckets=_LATENCY_BUCKETS, registry=r
+        )
 
     def observe_finished(self, stats: GenerationStats, finish_reason: str, seconds: float) -> None:
         """Count one finished request's tokens and speculation figures."""

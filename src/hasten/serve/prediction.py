@@ -67,11 +67,11 @@ class PredictionDrafter(Drafter):
 
     def _realign(self, tokens: list[int]) -> int | None:
         """Pointer after the longest output suffix found at or after ``self.pos``."""
-        out = tokens[self._generated_from:]
+        out = tokens[self._generated_from :]
         for n in range(min(self.config.max_ngram, len(out)), 0, -1):
             suffix = out[-n:]
             for start in range(self.pos, len(self.prediction) - n + 1):
-                if self.prediction[start:start + n] == suffix:
+                if self.prediction[start : start + n] == suffix:
                     return start + n
         return None
 
@@ -106,5 +106,7 @@ class PredictionDrafter(Drafter):
         return len(self.prediction) - len(self.matched)
 
     def stats(self) -> dict:
-        return {"accepted_prediction_tokens": self.accepted_prediction_tokens,
-                "rejected_prediction_tokens": self.rejected_prediction_tokens}
+        return {
+            "accepted_prediction_tokens": self.accepted_prediction_tokens,
+            "rejected_prediction_tokens": self.rejected_prediction_tokens,
+        }

@@ -58,8 +58,9 @@ def replica_app(model_name: str, dtype: str, config: ServeConfig):
     return app
 
 
-def run_replicas(model_name: str, dtype: str, config: ServeConfig, replicas: int, host: str = "127.0.0.1",
-                 port: int = 8000) -> None:
+def run_replicas(
+    model_name: str, dtype: str, config: ServeConfig, replicas: int, host: str = "127.0.0.1", port: int = 8000
+) -> None:
     """Start Ray Serve with ``replicas`` replicas on ``host:port`` and block until Ctrl-C / SIGTERM."""
     import signal
     import threading

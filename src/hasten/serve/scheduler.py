@@ -79,8 +79,13 @@ class _Cancelled(Exception):
 class Job:
     """One request in flight: its :class:`BatchRequest`, event queue and timings."""
 
-    def __init__(self, request: BatchRequest, loop: asyncio.AbstractEventLoop, metrics: ServeMetrics | None = None,
-                 prediction=None):
+    def __init__(
+        self,
+        request: BatchRequest,
+        loop: asyncio.AbstractEventLoop,
+        metrics: ServeMetrics | None = None,
+        prediction=None,
+    ):
         self.request, self.loop, self.metrics, self.prediction = request, loop, metrics, prediction
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
@@ -143,8 +148,12 @@ class Scheduler:
             if self.stopping:
                 raise OpenAIError("the server is shutting down", status=503, type="server_error")
             if len(self.pending) + len(self.active) >= self.config.max_queue + self.config.max_batch:
-                raise OpenAIError(f"the request queue is full ({self.config.max_queue} waiting); retry later",
-                                  status=429, type="rate_limit_exceeded", code="rate_limit_exceeded")
+                raise OpenAIError(
+                    f"the request queue is full ({self.config.max_queue} waiting); retry later",
+                    status=429,
+                    type="rate_limit_exceeded",
+                    code="rate_limit_exceeded",
+                )
             self.pending.append(job)
             self.metrics.set_load(*self.load)
             self.cond.notify_all()
@@ -240,8 +249,12 @@ class Scheduler:
         """A request that cannot be batched: :func:`hasten.generate`, streaming, cancellable."""
         req = job.request
         if req.constraint is not None:
-            job.emit("error", OpenAIError("response_format needs a model-free draft method (or none) on this "
-                                          "server", param="response_format"))
+            job.emit(
+                "error",
+                OpenAIError(
+                    "response_format needs a model-free draft method (or none) on this server", param="response_format"
+                ),
+            )
             return
 
         def streamer(tokens: list[int]) -> None:
@@ -251,11 +264,22 @@ class Scheduler:
 
         p = req.params
         try:
-            result = generate(self.model, req.prompt, method=req.method, method_options=req.method_options or None,
-                              max_new_tokens=req.max_new_tokens, do_sample=p.do_sample, temperature=p.temperature,
-                              top_p=p.top_p, eos_token_id=req.eos_token_id, stop=list(req.stop) or None,
-                              tokenizer=req.tokenizer, seed=req.seed, streamer=streamer,
-                              draft_budget=req.draft_budget)
+            result = generate(
+                self.model,
+                req.prompt,
+                method=req.method,
+                method_options=req.method_options or None,
+                max_new_tokens=req.max_new_tokens,
+                do_sample=p.do_sample,
+                temperature=p.temperature,
+                top_p=p.top_p,
+                eos_token_id=req.eos_token_id,
+                stop=list(req.stop) or None,
+                tokenizer=req.tokenizer,
+                seed=req.seed,
+                streamer=streamer,
+                draft_budget=req.draft_budget,
+            )
         except _Cancelled:
             job.emit("error", OpenAIError("cancelled", status=499))
             return

@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["ChatCompletionRequest", "CompletionRequest", "HastenOptions", "OpenAIError", "error_body",
-           "parse_request"]
+__all__ = ["ChatCompletionRequest", "CompletionRequest", "HastenOptions", "OpenAIError", "error_body", "parse_request"]
 
 
 class _Model(BaseModel):
@@ -95,8 +94,15 @@ class CompletionRequest(_Sampling):
 class OpenAIError(Exception):
     """An error answered as OpenAI's error JSON with ``status`` (400 by default)."""
 
-    def __init__(self, message: str, *, param: str | None = None, status: int = 400,
-                 type: str = "invalid_request_error", code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.message, self.param, self.status, self.type, self.code = message, param, status, type, code
 
@@ -104,8 +110,9 @@ class OpenAIError(Exception):
         return error_body(self.message, self.type, self.param, self.code)
 
 
-def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict:
+def error_body(
+    message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict:
     """OpenAI's error JSON: ``{"error": {"message", "type", "param", "code"}}``."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 

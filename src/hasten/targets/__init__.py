@@ -5,7 +5,15 @@ protocol (forward, verify_forward, KV cache operations, cost curve). See
 from .base import Target, is_backend_model, model_eos_ids, normalize_eos, resolve_target
 from .transformers import TransformersTarget
 
-__all__ = ["LlamaCppTarget", "Target", "TransformersTarget", "is_backend_model", "model_eos_ids", "normalize_eos", "resolve_target"]
+__all__ = [
+    "LlamaCppTarget",
+    "Target",
+    "TransformersTarget",
+    "is_backend_model",
+    "model_eos_ids",
+    "normalize_eos",
+    "resolve_target",
+]
 
 
 def __getattr__(name: str):

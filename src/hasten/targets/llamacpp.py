@@ -60,8 +60,10 @@ class LlamaCppTarget:
     # --- cache bookkeeping -------------------------------------------------------------
     def _check(self, cache: LlamaCppCache) -> None:
         if cache.generation != self.model._live:
-            raise RuntimeError("this llama.cpp cache is no longer live: a newer cache was made on the same model "
-                               "(one generation at a time per LlamaCppModel)")
+            raise RuntimeError(
+                "this llama.cpp cache is no longer live: a newer cache was made on the same model "
+                "(one generation at a time per LlamaCppModel)"
+            )
 
     def cache_length(self, cache: LlamaCppCache) -> int:
         """Tokens the engine has appended (cached + awaiting refeed + pending rows)."""
@@ -84,7 +86,7 @@ class LlamaCppTarget:
             cache.cached, cache.pending = cache.cached + cache.pending, 0  # chain rows stay, in order
         self._settle(cache)
         if length >= cache.cached:
-            del cache.refeed[length - cache.cached:]
+            del cache.refeed[length - cache.cached :]
             return
         self.model.seq_rm(cache.seq, length, -1)
         cache.cached, cache.refeed = length, []
@@ -95,9 +97,13 @@ class LlamaCppTarget:
         model, seq = self.model, [cache.seq]
         pieces = []
         for lo in range(0, len(tokens), model.batch_size):
-            chunk = tokens[lo:lo + model.batch_size]
-            logits = model.decode(chunk, list(range(cache.cached, cache.cached + len(chunk))), [seq] * len(chunk),
-                                  outputs[lo:lo + len(chunk)])
+            chunk = tokens[lo : lo + model.batch_size]
+            logits = model.decode(
+                chunk,
+                list(range(cache.cached, cache.cached + len(chunk))),
+                [seq] * len(chunk),
+                outputs[lo : lo + len(chunk)],
+            )
             cache.cached += len(chunk)
             if len(logits):
                 pieces.append(logits)
@@ -161,8 +167,12 @@ class LlamaCppTarget:
         self.forwards += 1
         start = time.perf_counter()
         try:
-            logits = model.decode([row_tokens[r] for r in order], [cache.cached + depths[r] for r in order],
-                                  [row_seqs[r] for r in order], [True] * (n + 1))
+            logits = model.decode(
+                [row_tokens[r] for r in order],
+                [cache.cached + depths[r] for r in order],
+                [row_seqs[r] for r in order],
+                [True] * (n + 1),
+            )
         finally:
             self.forward_seconds += time.perf_counter() - start
             cache.branch_seqs = sorted(set(leaf_seq.values()))
@@ -191,7 +201,9 @@ class LlamaCppTarget:
             self.rollback(cache, start + len(rows))
             return
         in_place = 0
-        while in_place < len(rows) and in_place < len(cache.first_rows) and rows[in_place] == cache.first_rows[in_place]:
+        while (
+            in_place < len(rows) and in_place < len(cache.first_rows) and rows[in_place] == cache.first_rows[in_place]
+        ):
             in_place += 1
         keep_seq = cache.node_seq[rows[-1]]
         for s in cache.branch_seqs:

@@ -40,8 +40,15 @@ class TransformersTarget:
         self.forwards = 0
         self.forward_seconds = 0.0
 
-    def forward(self, cache, tokens: list[int], *, last_only: bool = False, position_ids: torch.Tensor | None = None,
-                mask: torch.Tensor | dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        cache,
+        tokens: list[int],
+        *,
+        last_only: bool = False,
+        position_ids: torch.Tensor | None = None,
+        mask: torch.Tensor | dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Logits (rows, V) for ``tokens`` appended to ``cache`` (rows = 1 if last_only)."""
         kwargs: dict[str, Any] = {"use_cache": True}
         if last_only and self.keeps_logits:
@@ -89,8 +96,9 @@ class TransformersTarget:
         return None
 
     def eos_ids(self, eos_token_id) -> set[int]:
-        return normalize_eos(eos_token_id, default=getattr(getattr(self.model, "generation_config", None),
-                                                           "eos_token_id", None))
+        return normalize_eos(
+            eos_token_id, default=getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        )
 
     def tree_inputs(self, start: int, draft: DraftTree) -> tuple[torch.Tensor, torch.Tensor | dict[str, torch.Tensor]]:
         """Position ids (1, N+1) and the 4-D additive mask (1, 1, N+1, start+N+1) for a tree

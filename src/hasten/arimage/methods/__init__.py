@@ -42,8 +42,9 @@ class ImageStats:
 
 
 class ImageMethod(Protocol):
-    def sample(self, model: Any, label: int, settings: Any,
-               generator: torch.Generator) -> tuple[torch.Tensor, ImageStats]:
+    def sample(
+        self, model: Any, label: int, settings: Any, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ImageStats]:
         """One image for class ``label``: (L,) int64 tokens (discrete) or (L, D) float
         tokens (continuous), and its counters."""
 
@@ -69,6 +70,14 @@ class MethodSpec:
     paper: str
 
 
-METHODS: Registry[MethodSpec] = Registry("arimage method", builtin_modules=(
-    "hasten.arimage.methods.reference", "hasten.arimage.methods.sjd", "hasten.arimage.methods.gsd",
-    "hasten.arimage.methods.lantern", "hasten.arimage.methods.continuous_sd", "hasten.arimage.methods.disa"))
+METHODS: Registry[MethodSpec] = Registry(
+    "arimage method",
+    builtin_modules=(
+        "hasten.arimage.methods.reference",
+        "hasten.arimage.methods.sjd",
+        "hasten.arimage.methods.gsd",
+        "hasten.arimage.methods.lantern",
+        "hasten.arimage.methods.continuous_sd",
+        "hasten.arimage.methods.disa",
+    ),
+)

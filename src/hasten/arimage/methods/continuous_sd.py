@@ -72,8 +72,9 @@ class ContinuousSD:
                 break
         return y[0]
 
-    def sample(self, model, label: int, settings: DecodeSettings,
-               generator: torch.Generator) -> tuple[torch.Tensor, ImageStats]:
+    def sample(
+        self, model, label: int, settings: DecodeSettings, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ImageStats]:
         draft = model.draft
         if draft is None:
             raise ValueError(f"continuous_sd needs a draft model: {model.name} has none (load 'digits-mar')")
@@ -117,8 +118,9 @@ class ContinuousSD:
                 nxt = sample_token(model, z_target[:, k:], settings, steps, generator)[0][0]
                 stats.head_calls += steps
             else:
-                nxt = self._recover(model, draft, z_target[:, accepted:accepted + 1], z_draft[accepted], settings,
-                                    generator, stats)
+                nxt = self._recover(
+                    model, draft, z_target[:, accepted : accepted + 1], z_draft[accepted], settings, generator, stats
+                )
             committed += drafts[:accepted] + [nxt]
             target_cache.crop(n + accepted + 1)
             draft_cache.crop(min(draft_cache.length, n + accepted + 1))
@@ -129,6 +131,15 @@ class ContinuousSD:
         return torch.stack(committed), stats
 
 
-METHODS.register("continuous_sd", MethodSpec("continuous_sd", ContinuousSDConfig, ContinuousSD, ("continuous",),
-                                              True, "Continuous Speculative Decoding, arXiv 2411.11925"),
-                 key_type=ContinuousSDConfig)
+METHODS.register(
+    "continuous_sd",
+    MethodSpec(
+        "continuous_sd",
+        ContinuousSDConfig,
+        ContinuousSD,
+        ("continuous",),
+        True,
+        "Continuous Speculative Decoding, arXiv 2411.11925",
+    ),
+    key_type=ContinuousSDConfig,
+)

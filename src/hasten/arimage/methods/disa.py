@@ -37,8 +37,11 @@ class DiSAConfig:
     end_steps: int = 3
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.start_steps, int) and isinstance(self.end_steps, int)
-                and 1 <= self.end_steps <= self.start_steps):
+        if not (
+            isinstance(self.start_steps, int)
+            and isinstance(self.end_steps, int)
+            and 1 <= self.end_steps <= self.start_steps
+        ):
             raise ValueError(f"need ints 1 <= end_steps <= start_steps, got {self.start_steps}, {self.end_steps}")
 
 
@@ -48,12 +51,16 @@ class DiSA:
     def __init__(self, config: DiSAConfig):
         self.config = config
 
-    def sample(self, model, label: int, settings: DecodeSettings,
-               generator: torch.Generator) -> tuple[torch.Tensor, ImageStats]:
+    def sample(
+        self, model, label: int, settings: DecodeSettings, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ImageStats]:
         cfg = self.config
         steps = [annealed_steps(i, model.seq_len, cfg.start_steps, cfg.end_steps) for i in range(model.seq_len)]
         return mar_reference_tokens(model, label, settings, generator, steps)
 
 
-METHODS.register("disa", MethodSpec("disa", DiSAConfig, DiSA, ("continuous",), False,
-                                    "DiSA: Diffusion Step Annealing, arXiv 2505.20297"), key_type=DiSAConfig)
+METHODS.register(
+    "disa",
+    MethodSpec("disa", DiSAConfig, DiSA, ("continuous",), False, "DiSA: Diffusion Step Annealing, arXiv 2505.20297"),
+    key_type=DiSAConfig,
+)

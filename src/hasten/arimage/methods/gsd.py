@@ -54,8 +54,9 @@ class GSD:
     def __init__(self, config: GSDConfig):
         self.config = config
 
-    def sample(self, model, label: int, settings: DecodeSettings,
-               generator: torch.Generator) -> tuple[torch.Tensor, ImageStats]:
+    def sample(
+        self, model, label: int, settings: DecodeSettings, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ImageStats]:
         order = neighbour_order(model.codebook)
         cfg = self.config
 
@@ -66,5 +67,8 @@ class GSD:
         return jacobi_tokens(model, label, settings, generator, cfg.window, cfg.init, accept)
 
 
-METHODS.register("gsd", MethodSpec("gsd", GSDConfig, GSD, ("discrete",), False,
-                                   "Grouped Speculative Decoding, arXiv 2508.07747"), key_type=GSDConfig)
+METHODS.register(
+    "gsd",
+    MethodSpec("gsd", GSDConfig, GSD, ("discrete",), False, "Grouped Speculative Decoding, arXiv 2508.07747"),
+    key_type=GSDConfig,
+)

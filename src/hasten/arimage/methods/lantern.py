@@ -55,8 +55,9 @@ class Lantern:
     def __init__(self, config: LanternConfig):
         self.config = config
 
-    def sample(self, model, label: int, settings: DecodeSettings,
-               generator: torch.Generator) -> tuple[torch.Tensor, ImageStats]:
+    def sample(
+        self, model, label: int, settings: DecodeSettings, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ImageStats]:
         order = neighbour_order(model.codebook)
         cfg = self.config
 
@@ -68,6 +69,15 @@ class Lantern:
         return jacobi_tokens(model, label, settings, generator, cfg.window, cfg.init, accept)
 
 
-METHODS.register("lantern", MethodSpec("lantern", LanternConfig, Lantern, ("discrete",), False,
-                                       "LANTERN relaxed speculative decoding, arXiv 2410.03355 (on SJD drafts)"),
-                 key_type=LanternConfig)
+METHODS.register(
+    "lantern",
+    MethodSpec(
+        "lantern",
+        LanternConfig,
+        Lantern,
+        ("discrete",),
+        False,
+        "LANTERN relaxed speculative decoding, arXiv 2410.03355 (on SJD drafts)",
+    ),
+    key_type=LanternConfig,
+)

@@ -36,8 +36,9 @@ class ReferenceConfig:
             raise ValueError(f"head_steps must be an int >= 1, got {self.head_steps!r}")
 
 
-def reference_tokens(model, label: int, settings: DecodeSettings,
-                     generator: torch.Generator) -> tuple[torch.Tensor, ImageStats]:
+def reference_tokens(
+    model, label: int, settings: DecodeSettings, generator: torch.Generator
+) -> tuple[torch.Tensor, ImageStats]:
     """Plain AR sampling of one discrete-token image.
 
     Args:
@@ -70,8 +71,9 @@ class ReferenceSampler:
     def __init__(self, config: ReferenceConfig):
         self.config = config
 
-    def sample(self, model, label: int, settings: DecodeSettings,
-               generator: torch.Generator) -> tuple[torch.Tensor, ImageStats]:
+    def sample(
+        self, model, label: int, settings: DecodeSettings, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ImageStats]:
         if model.kind == "continuous":
             from ..mar import mar_reference_tokens
 
@@ -79,5 +81,15 @@ class ReferenceSampler:
         return reference_tokens(model, label, settings, generator)
 
 
-METHODS.register("reference", MethodSpec("reference", ReferenceConfig, ReferenceSampler, ("discrete", "continuous"),
-                                         True, "plain autoregressive sampling (the baseline)"), key_type=ReferenceConfig)
+METHODS.register(
+    "reference",
+    MethodSpec(
+        "reference",
+        ReferenceConfig,
+        ReferenceSampler,
+        ("discrete", "continuous"),
+        True,
+        "plain autoregressive sampling (the baseline)",
+    ),
+    key_type=ReferenceConfig,
+)

@@ -54,11 +54,16 @@ class SJD:
     def __init__(self, config: SJDConfig):
         self.config = config
 
-    def sample(self, model, label: int, settings: DecodeSettings,
-               generator: torch.Generator) -> tuple[torch.Tensor, ImageStats]:
-        return jacobi_tokens(model, label, settings, generator, self.config.window, self.config.init,
-                             speculative_sample_accept)
+    def sample(
+        self, model, label: int, settings: DecodeSettings, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ImageStats]:
+        return jacobi_tokens(
+            model, label, settings, generator, self.config.window, self.config.init, speculative_sample_accept
+        )
 
 
-METHODS.register("sjd", MethodSpec("sjd", SJDConfig, SJD, ("discrete",), True,
-                                   "Speculative Jacobi Decoding, arXiv 2410.01699"), key_type=SJDConfig)
+METHODS.register(
+    "sjd",
+    MethodSpec("sjd", SJDConfig, SJD, ("discrete",), True, "Speculative Jacobi Decoding, arXiv 2410.01699"),
+    key_type=SJDConfig,
+)

@@ -31,8 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LEVELS", "GRID", "NUM_CLASSES", "NULL_CLASS", "ARCHITECTURES", "DigitsAR", "KVCache", "digits_tokens",
-           "tokens_to_images"]
+__all__ = [
+    "LEVELS",
+    "GRID",
+    "NUM_CLASSES",
+    "NULL_CLASS",
+    "ARCHITECTURES",
+    "DigitsAR",
+    "KVCache",
+    "digits_tokens",
+    "tokens_to_images",
+]
 
 LEVELS = 16
 GRID = 8
@@ -102,8 +111,9 @@ class DigitsAR(nn.Module):
         dropout: training dropout (0 at inference).
     """
 
-    def __init__(self, vocab_size: int, seq_len: int, num_classes: int, dim: int, layers: int, heads: int,
-                 dropout: float = 0.0):
+    def __init__(
+        self, vocab_size: int, seq_len: int, num_classes: int, dim: int, layers: int, heads: int, dropout: float = 0.0
+    ):
         super().__init__()
         self.vocab_size, self.seq_len, self.num_classes = vocab_size, seq_len, num_classes
         self.token_emb = nn.Embedding(vocab_size, dim)
@@ -141,7 +151,7 @@ class DigitsAR(nn.Module):
         x = self.token_emb(tokens.clamp(0, self.vocab_size - 1))
         if start == 0:
             x = torch.cat([self.class_emb(class_ids).unsqueeze(1), x[:, 1:]], dim=1)
-        x = x + self.pos_emb[start:start + new]
+        x = x + self.pos_emb[start : start + new]
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
         return self.head(self.norm(x))
@@ -181,4 +191,3 @@ def codebook() -> torch.Tensor:
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-

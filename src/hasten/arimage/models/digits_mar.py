@@ -33,8 +33,17 @@ from torch import nn
 
 from .digits_ar import KVCache, _Block
 
-__all__ = ["ARCHITECTURES", "TOKEN_DIM", "TRAIN_STEPS", "DigitsMAR", "DiffusionHead", "digits_patches",
-           "patches_to_images", "alphas_cumprod", "respaced"]
+__all__ = [
+    "ARCHITECTURES",
+    "TOKEN_DIM",
+    "TRAIN_STEPS",
+    "DigitsMAR",
+    "DiffusionHead",
+    "digits_patches",
+    "patches_to_images",
+    "alphas_cumprod",
+    "respaced",
+]
 
 TOKEN_DIM = 4
 TRAIN_STEPS = 1000
@@ -83,7 +92,8 @@ class DiffusionHead(nn.Module):
         self.cond = nn.Linear(cond_dim, width)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, width))
-            for _ in range(blocks))
+            for _ in range(blocks)
+        )
         self.mods = nn.ModuleList(nn.Linear(width, 2 * width) for _ in range(blocks))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, TOKEN_DIM))
 
@@ -107,8 +117,17 @@ class DigitsMAR(nn.Module):
     head_width/head_blocks of the diffusion head, dropout (training only).
     """
 
-    def __init__(self, seq_len: int, num_classes: int, dim: int, layers: int, heads: int, head_width: int,
-                 head_blocks: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        seq_len: int,
+        num_classes: int,
+        dim: int,
+        layers: int,
+        heads: int,
+        head_width: int,
+        head_blocks: int,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.seq_len, self.num_classes = seq_len, num_classes
         self.token_in = nn.Linear(TOKEN_DIM, dim)
@@ -145,7 +164,7 @@ class DigitsMAR(nn.Module):
         x = self.token_in(tokens)
         if start == 0:
             x = torch.cat([self.class_emb(class_ids).unsqueeze(1), x[:, 1:]], dim=1)
-        x = x + self.pos_emb[start:start + new]
+        x = x + self.pos_emb[start : start + new]
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
         return self.norm(x)

@@ -39,8 +39,9 @@ def load_digits_ar(weights_dir: Path | None = None) -> DiscreteAdapter:
     return DiscreteAdapter(module, (GRID, GRID), codebook(), tokens_to_images, "digits-ar", manifest)
 
 
-def load_digits_mar(name: str = "digits-mar", with_draft: bool = True,
-                    weights_dir: Path | None = None) -> ContinuousAdapter:
+def load_digits_mar(
+    name: str = "digits-mar", with_draft: bool = True, weights_dir: Path | None = None
+) -> ContinuousAdapter:
     """``digits-mar`` (with ``digits-mar-small`` as ``.draft``) or the small model alone."""
     module, manifest = load_module(name, DigitsMAR, weights_dir)
     draft = load_digits_mar("digits-mar-small", False, weights_dir) if with_draft else None

@@ -1,8 +1,8 @@
 """``hasten bench-diffusion``: a thin adapter from options to :func:`.runner.run_bench`.
 
-    hasten bench-diffusion --models digits-dit --out results/bench-diffusion
-    hasten bench-diffusion --quick
-    hasten bench-diffusion --resume --out results/bench-diffusion
+hasten bench-diffusion --models digits-dit --out results/bench-diffusion
+hasten bench-diffusion --quick
+hasten bench-diffusion --resume --out results/bench-diffusion
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ def _command() -> str:
 
 
 def bench_diffusion(
-    models: Optional[str] = typer.Option(None, help=f"Comma-separated suites (trained models) to measure "
-                                         f"(default: {','.join(DEFAULT_MODELS)}, those installed)."),
+    models: Optional[str] = typer.Option(
+        None,
+        help=f"Comma-separated suites (trained models) to measure "
+        f"(default: {','.join(DEFAULT_MODELS)}, those installed).",
+    ),
     quick: bool = typer.Option(False, help="Reduced settings and batch: a few minutes in all."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default results/bench-diffusion-<time>)."),
     resume: bool = typer.Option(False, help="Continue the run in --out, skipping finished records."),
@@ -57,14 +60,23 @@ def bench_diffusion(
         raise ValueError(f"unknown --models {unknown}; available: {', '.join(available_suites())}")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = out or Path("results") / f"bench-diffusion-{'quick-' if quick else ''}{stamp}"
-    options = BenchOptions(out=out, models=names, quick=quick, seeds=tuple(int(s) for s in seeds.split(",")),
-                           repeats=repeats, resume=resume, progress=progress, command=_command())
+    options = BenchOptions(
+        out=out,
+        models=names,
+        quick=quick,
+        seeds=tuple(int(s) for s in seeds.split(",")),
+        repeats=repeats,
+        resume=resume,
+        progress=progress,
+        command=_command(),
+    )
     run_bench(options)
     records = read_bench_records(out / RECORDS_FILE)
     for name in names:
         for row in summarize(records, name, ()):
-            status = row.get("error", f"{row.get('speedup', float('nan')):.2f}x, "
-                                      f"{row.get('skipped_fraction', 0):.0%} skipped")
+            status = row.get(
+                "error", f"{row.get('speedup', float('nan')):.2f}x, {row.get('skipped_fraction', 0):.0%} skipped"
+            )
             typer.echo(f"{name:16s} {row['method']:22s} {row['setting']:32s} {status}")
     typer.echo(f"\nreport: {out / 'report.md'}")
 

@@ -96,8 +96,9 @@ class DigitsSuite:
         return cls(large.module, small.module, steps=steps, images=images, guidance=guidance)
 
     @classmethod
-    def tiny(cls, seed: int = 0, steps: int = 6, images: int = 4,
-             classifier: DigitClassifier | None = None) -> DigitsSuite:
+    def tiny(
+        cls, seed: int = 0, steps: int = 6, images: int = 4, classifier: DigitClassifier | None = None
+    ) -> DigitsSuite:
         """Randomly initialised tiny DiTs (tests and smoke runs; a few ms per call)."""
         torch.manual_seed(seed)
         large = build_dit(ARCHITECTURES["tiny"]).eval().requires_grad_(False)
@@ -116,11 +117,15 @@ class DigitsSuite:
         params = sum(p.numel() for p in self.model.parameters()) / 1e6
         small = ""
         if self.small_model is not None:
-            small = f"; T-Stitch small model {len(self.small_model.transformer_blocks)} blocks x width " \
-                    f"{self.small_model.inner_dim}"
-        return (f"{self.name}: DiT {blocks} blocks x width {width} ({params:.1f}M params, float32), 16x16x1, "
-                f"16 tokens, {self.images} images per call (CFG batch {2 * self.images}), {self.steps} Euler steps, "
-                f"guidance {self.guidance}, torch threads {torch.get_num_threads()}{small}")
+            small = (
+                f"; T-Stitch small model {len(self.small_model.transformer_blocks)} blocks x width "
+                f"{self.small_model.inner_dim}"
+            )
+        return (
+            f"{self.name}: DiT {blocks} blocks x width {width} ({params:.1f}M params, float32), 16x16x1, "
+            f"16 tokens, {self.images} images per call (CFG batch {2 * self.images}), {self.steps} Euler steps, "
+            f"guidance {self.guidance}, torch threads {torch.get_num_threads()}{small}"
+        )
 
     def settings(self, quick: bool) -> list[Setting]:
         chosen = digits_settings(self.steps, quick)
@@ -196,10 +201,17 @@ def digits_settings(steps: int, quick: bool) -> list[Setting]:
     ]
     if not quick:
         return full
-    keep = {("static", "interval=3, warmup=2"), ("delta_dit", f"interval=3, cached=0.67, switch={half}"),
-            ("first_block", "threshold=0.10"), ("taylorseer", "interval=3, order=2"), ("cg_taylor", "threshold=0.02"),
-            ("tstitch", "fraction=0.5"), ("diffusers_fbc", "threshold=0.10"),
-            ("diffusers_taylorseer", "interval=3, order=2"), ("diffusers_pab", "skip=2")}
+    keep = {
+        ("static", "interval=3, warmup=2"),
+        ("delta_dit", f"interval=3, cached=0.67, switch={half}"),
+        ("first_block", "threshold=0.10"),
+        ("taylorseer", "interval=3, order=2"),
+        ("cg_taylor", "threshold=0.02"),
+        ("tstitch", "fraction=0.5"),
+        ("diffusers_fbc", "threshold=0.10"),
+        ("diffusers_taylorseer", "interval=3, order=2"),
+        ("diffusers_pab", "skip=2"),
+    }
     return [s for s in full if (s.method, s.label) in keep]
 
 
@@ -269,8 +281,14 @@ def _diffusers_peer(apply: Callable[[torch.nn.Module, dict[str, Any], dict[str, 
         _set_cache_context(peer, CacheContext("cfg"))  # what CacheMixin.cache_context does
         try:
             images, seconds = _timed(
-                lambda: sample(peer, suite.class_labels, steps=suite.steps, guidance=suite.guidance, seed=seed,
-                               on_step=lambda step, timestep: clock.update(timestep=timestep))
+                lambda: sample(
+                    peer,
+                    suite.class_labels,
+                    steps=suite.steps,
+                    guidance=suite.guidance,
+                    seed=seed,
+                    on_step=lambda step, timestep: clock.update(timestep=timestep),
+                )
             )
         finally:
             counter.remove()
@@ -291,17 +309,29 @@ def _apply_taylorseer(model: torch.nn.Module, config: dict[str, Any], clock: dic
 
     # Whole blocks, as hasten's taylorseer: diffusers' default identifiers ("^transformer_blocks.*attn",
     # matched with re.fullmatch) do not match DiT's "transformer_blocks.N.attn1" and would hook nothing.
-    apply_taylorseer_cache(model, TaylorSeerCacheConfig(
-        cache_interval=config["cache_interval"], max_order=config["max_order"], disable_cache_before_step=3,
-        taylor_factors_dtype=torch.float32, cache_identifiers=[r"transformer_blocks\.\d+"]))
+    apply_taylorseer_cache(
+        model,
+        TaylorSeerCacheConfig(
+            cache_interval=config["cache_interval"],
+            max_order=config["max_order"],
+            disable_cache_before_step=3,
+            taylor_factors_dtype=torch.float32,
+            cache_identifiers=[r"transformer_blocks\.\d+"],
+        ),
+    )
 
 
 def _apply_pab(model: torch.nn.Module, config: dict[str, Any], clock: dict[str, float]) -> None:
     from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
 
-    apply_pyramid_attention_broadcast(model, PyramidAttentionBroadcastConfig(
-        spatial_attention_block_skip_range=config["skip"], spatial_attention_timestep_skip_range=(100, 800),
-        current_timestep_callback=lambda: clock["timestep"]))
+    apply_pyramid_attention_broadcast(
+        model,
+        PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=config["skip"],
+            spatial_attention_timestep_skip_range=(100, 800),
+            current_timestep_callback=lambda: clock["timestep"],
+        ),
+    )
 
 
 BACKENDS[UNCACHED] = _uncached

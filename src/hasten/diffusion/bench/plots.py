@@ -40,8 +40,9 @@ def image_rows(rows: Sequence[tuple[str, np.ndarray]], path: Path, cell_inches: 
     for ax, (title, images) in zip(axes, rows):
         tiles = [(np.clip(img, -1, 1) + 1) / 2 for img in images]
         strip = np.concatenate([t.transpose(1, 2, 0) for t in tiles], axis=1)
-        ax.imshow(strip.squeeze(-1) if strip.shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
+        ax.imshow(
+            strip.squeeze(-1) if strip.shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=1, interpolation="nearest"
+        )
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=7)
@@ -61,7 +62,8 @@ def pareto_front(points: Sequence[tuple[float, float]], higher_is_better: bool =
     for i, (s_i, m_i) in enumerate(points):
         dominated = any(
             s_j >= s_i and sign * m_j >= sign * m_i and (s_j > s_i or sign * m_j > sign * m_i)
-            for j, (s_j, m_j) in enumerate(points) if j != i
+            for j, (s_j, m_j) in enumerate(points)
+            if j != i
         )
         if not dominated:
             front.append(i)
@@ -80,11 +82,17 @@ def pareto_plot(records: Sequence[dict[str, Any]], metric: str, higher_is_better
     """
     from matplotlib.figure import Figure
 
-    usable = [r for r in records if isinstance(r.get("speedup"), (int, float)) and isinstance(r.get(metric), (int, float))]
+    usable = [
+        r for r in records if isinstance(r.get("speedup"), (int, float)) and isinstance(r.get(metric), (int, float))
+    ]
     if not usable:
         raise ValueError(f"no records with speedup and {metric}")
     finite = [r[metric] for r in usable if math.isfinite(r[metric])]
-    cap = (max(finite) * 1.1 if finite and max(finite) > 0 else 1.0) if any(not math.isfinite(r[metric]) for r in usable) else None
+    cap = (
+        (max(finite) * 1.1 if finite and max(finite) > 0 else 1.0)
+        if any(not math.isfinite(r[metric]) for r in usable)
+        else None
+    )
     points = [(float(r["speedup"]), float(r[metric]) if math.isfinite(r[metric]) else cap) for r in usable]
     figure = Figure(figsize=(6.4, 4.2), dpi=90)
     ax = figure.add_subplot()
@@ -92,8 +100,14 @@ def pareto_plot(records: Sequence[dict[str, Any]], metric: str, higher_is_better
     colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     for (s, m), r in zip(points, usable):
         marker = "^" if not math.isfinite(r[metric]) else "o"
-        ax.scatter([s], [m], color=colours[r["method"]], marker=marker, s=28,
-                   label=r["method"] if r["method"] not in ax.get_legend_handles_labels()[1] else None)
+        ax.scatter(
+            [s],
+            [m],
+            color=colours[r["method"]],
+            marker=marker,
+            s=28,
+            label=r["method"] if r["method"] not in ax.get_legend_handles_labels()[1] else None,
+        )
     front = pareto_front(points, higher_is_better)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="0.5", lw=0.8, ls="--", zorder=0)
     ax.set_xlabel("speedup vs uncached (same run)")

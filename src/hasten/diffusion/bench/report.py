@@ -27,8 +27,7 @@ from hasten.diffusion.bench.suite import UNCACHED, DiffusionSuite, SuiteOutput
 __all__ = ["REPORT_FILE", "render_report", "report_markdown", "summarize", "best_setting"]
 
 REPORT_FILE = "report.md"
-FORMATS = {"psnr": ".1f", "ssim": ".4f", "rel_l1": ".4f", "accuracy": ".1%", "success_rate": ".1%",
-           "action_mse": ".3g"}
+FORMATS = {"psnr": ".1f", "ssim": ".4f", "rel_l1": ".4f", "accuracy": ".1%", "success_rate": ".1%", "action_mse": ".3g"}
 PSNR_TARGET = 30.0  # dB: the fidelity bar the report's "best" line uses
 
 
@@ -71,7 +70,9 @@ def summarize(records: Sequence[dict[str, Any]], model: str, metrics: Sequence[s
     return rows
 
 
-def best_setting(rows: Sequence[dict[str, Any]], metric: str = "psnr", minimum: float = PSNR_TARGET) -> dict[str, Any] | None:
+def best_setting(
+    rows: Sequence[dict[str, Any]], metric: str = "psnr", minimum: float = PSNR_TARGET
+) -> dict[str, Any] | None:
     """The fastest non-uncached row whose ``metric`` is at least ``minimum``, or None."""
     eligible = [r for r in rows if r["method"] != UNCACHED and "speedup" in r and r.get(metric, -math.inf) >= minimum]
     return max(eligible, key=lambda r: r["speedup"], default=None)
@@ -85,18 +86,30 @@ def _model_section(model: str, info: dict[str, Any], records: Sequence[dict[str,
     lines += ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['method']} | {row['setting']} | error: {row['error'][:80]} |" + " |" * (len(header) - 3))
+            lines.append(
+                f"| {row['method']} | {row['setting']} | error: {row['error'][:80]} |" + " |" * (len(header) - 3)
+            )
             continue
-        cells = [row["method"], row["setting"] + ("" if row.get("deterministic", True) else " (nondeterministic!)"),
-                 _fmt(row.get("seconds"), ".2f"), _fmt(row.get("speedup"), ".2f") + "x",
-                 _fmt(row.get("skipped_fraction"), ".0%")]
+        cells = [
+            row["method"],
+            row["setting"] + ("" if row.get("deterministic", True) else " (nondeterministic!)"),
+            _fmt(row.get("seconds"), ".2f"),
+            _fmt(row.get("speedup"), ".2f") + "x",
+            _fmt(row.get("skipped_fraction"), ".0%"),
+        ]
         cells += [_fmt(row.get(m), FORMATS.get(m, ".4g")) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     if "psnr" in metrics:
         best = best_setting(rows)
-        lines += ["", f"Fastest setting with PSNR >= {PSNR_TARGET:.0f} dB: "
-                  + (f"**{best['method']} {best['setting']}, {best['speedup']:.2f}x, {_fmt(best['psnr'], '.1f')} dB**"
-                     if best else "none")]
+        lines += [
+            "",
+            f"Fastest setting with PSNR >= {PSNR_TARGET:.0f} dB: "
+            + (
+                f"**{best['method']} {best['setting']}, {best['speedup']:.2f}x, {_fmt(best['psnr'], '.1f')} dB**"
+                if best
+                else "none"
+            ),
+        ]
     for metric in info.get("pareto_metrics", []):
         name = f"pareto-{model}-{metric}.png"
         if (out / name).is_file():
@@ -108,14 +121,19 @@ def _model_section(model: str, info: dict[str, Any], records: Sequence[dict[str,
 
 def report_markdown(meta: dict[str, Any], records: Sequence[dict[str, Any]], out: Path) -> str:
     """The report text (see the module docstring for the columns)."""
-    lines = ["# hasten bench-diffusion", "",
-             f"- command: `{meta.get('command', '')}`", f"- date: {meta.get('date', '?')}",
-             f"- machine: {meta.get('machine', '?')}", f"- versions: {meta.get('versions', {})}",
-             f"- seeds: {meta.get('seeds')}, timed pairs per setting: {meta.get('repeats')}"
-             + (" (quick)" if meta.get("quick") else ""),
-             "- protocol: each setting is timed in (uncached, method) pairs, order alternating; speedup = fastest "
-             "uncached / fastest method call of those pairs; fidelity vs the uncached output from the same noise.",
-             ""]
+    lines = [
+        "# hasten bench-diffusion",
+        "",
+        f"- command: `{meta.get('command', '')}`",
+        f"- date: {meta.get('date', '?')}",
+        f"- machine: {meta.get('machine', '?')}",
+        f"- versions: {meta.get('versions', {})}",
+        f"- seeds: {meta.get('seeds')}, timed pairs per setting: {meta.get('repeats')}"
+        + (" (quick)" if meta.get("quick") else ""),
+        "- protocol: each setting is timed in (uncached, method) pairs, order alternating; speedup = fastest "
+        "uncached / fastest method call of those pairs; fidelity vs the uncached output from the same noise.",
+        "",
+    ]
     for model in meta.get("models", []):
         lines += _model_section(model, meta.get("suites", {}).get(model, {}), records, out)
     return "\n".join(lines)
@@ -129,12 +147,18 @@ def _pareto_plots(meta: dict[str, Any], records: Sequence[dict[str, Any]], out: 
         rows = summarize(records, model, info.get("metric_names", []))
         for metric in info.get("pareto_metrics", []):
             if any(metric in r and "speedup" in r for r in rows):
-                pareto_plot(rows, metric, info.get("higher_is_better", {}).get(metric, True),
-                            out / f"pareto-{model}-{metric}.png", f"{model}: speedup vs {metric}")
+                pareto_plot(
+                    rows,
+                    metric,
+                    info.get("higher_is_better", {}).get(metric, True),
+                    out / f"pareto-{model}-{metric}.png",
+                    f"{model}: speedup vs {metric}",
+                )
 
 
-def _sample_grids(meta: dict[str, Any], records: Sequence[dict[str, Any]], out: Path,
-                  suites: Mapping[str, DiffusionSuite]) -> None:
+def _sample_grids(
+    meta: dict[str, Any], records: Sequence[dict[str, Any]], out: Path, suites: Mapping[str, DiffusionSuite]
+) -> None:
     from hasten.diffusion.bench.runner import output_path
 
     for model in meta.get("models", []):
@@ -152,8 +176,7 @@ def _sample_grids(meta: dict[str, Any], records: Sequence[dict[str, Any]], out: 
             suite.render(pairs, out / f"samples-{model}.png")
 
 
-def render_report(out_dir: str | Path, suites: Mapping[str, DiffusionSuite] | None = None,
-                  plots: bool = True) -> Path:
+def render_report(out_dir: str | Path, suites: Mapping[str, DiffusionSuite] | None = None, plots: bool = True) -> Path:
     """Write ``report.md`` (and the Pareto plots, and sample grids for the given suites).
 
     Returns:

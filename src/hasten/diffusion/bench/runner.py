@@ -78,8 +78,9 @@ class BenchOptions:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
 
 
-def measure_setting(suite: DiffusionSuite, setting: Setting, seed: int, reference: SuiteOutput,
-                    repeats: int) -> tuple[dict[str, Any], SuiteOutput]:
+def measure_setting(
+    suite: DiffusionSuite, setting: Setting, seed: int, reference: SuiteOutput, repeats: int
+) -> tuple[dict[str, Any], SuiteOutput]:
     """Time ``setting`` against uncached in alternating pairs; return its record and first output.
 
     Raises:
@@ -88,7 +89,7 @@ def measure_setting(suite: DiffusionSuite, setting: Setting, seed: int, referenc
     runs: list[SuiteOutput] = []
     uncached_seconds: list[float] = []
     for pair in range(repeats):
-        for method in ((UNCACHED, setting.method) if pair % 2 == 0 else (setting.method, UNCACHED)):
+        for method in (UNCACHED, setting.method) if pair % 2 == 0 else (setting.method, UNCACHED):
             if method == UNCACHED:
                 uncached_seconds.append(suite.run(UNCACHED, None, seed).seconds)
             else:
@@ -96,10 +97,15 @@ def measure_setting(suite: DiffusionSuite, setting: Setting, seed: int, referenc
     first = runs[0]
     seconds = min(r.seconds for r in runs)
     record = {
-        "model": suite.name, "method": setting.method, "setting": setting.label, "seed": seed,
-        "seconds": seconds, "uncached_seconds": min(uncached_seconds),
+        "model": suite.name,
+        "method": setting.method,
+        "setting": setting.label,
+        "seed": seed,
+        "seconds": seconds,
+        "uncached_seconds": min(uncached_seconds),
         "speedup": min(uncached_seconds) / seconds if seconds > 0 else float("inf"),
-        "skipped_fraction": first.skipped_fraction, "repeats": repeats,
+        "skipped_fraction": first.skipped_fraction,
+        "repeats": repeats,
         "deterministic": all(np.array_equal(first.output, r.output) for r in runs[1:]),
         **suite.fidelity(reference, first),
     }
@@ -112,8 +118,15 @@ def _uncached_record(suite: DiffusionSuite, seed: int, reference: SuiteOutput, r
     timed = [suite.run(UNCACHED, None, seed) for _ in range(repeats)]
     seconds = min(r.seconds for r in timed)
     return {
-        "model": suite.name, "method": UNCACHED, "setting": UNCACHED_LABEL, "seed": seed, "seconds": seconds,
-        "uncached_seconds": seconds, "speedup": 1.0, "skipped_fraction": 0.0, "repeats": repeats,
+        "model": suite.name,
+        "method": UNCACHED,
+        "setting": UNCACHED_LABEL,
+        "seed": seed,
+        "seconds": seconds,
+        "uncached_seconds": seconds,
+        "speedup": 1.0,
+        "skipped_fraction": 0.0,
+        "repeats": repeats,
         "deterministic": all(np.array_equal(reference.output, r.output) for r in timed),
         **suite.fidelity(reference, reference),
     }
@@ -140,11 +153,20 @@ def _meta(options: BenchOptions, suites: Mapping[str, DiffusionSuite]) -> dict[s
     import hasten
 
     return {
-        "models": list(options.models), "quick": options.quick, "seeds": list(options.seeds),
-        "repeats": options.repeats, "command": options.command,
-        "suites": {name: {"describe": s.describe(), "metric_names": list(s.metric_names),
-                          "pareto_metrics": list(s.pareto_metrics), "higher_is_better": dict(s.higher_is_better)}
-                   for name, s in suites.items()},
+        "models": list(options.models),
+        "quick": options.quick,
+        "seeds": list(options.seeds),
+        "repeats": options.repeats,
+        "command": options.command,
+        "suites": {
+            name: {
+                "describe": s.describe(),
+                "metric_names": list(s.metric_names),
+                "pareto_metrics": list(s.pareto_metrics),
+                "higher_is_better": dict(s.higher_is_better),
+            }
+            for name, s in suites.items()
+        },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": {"hasten": hasten.__version__, "torch": torch.__version__},
@@ -155,8 +177,10 @@ def _prepare(options: BenchOptions, meta: dict[str, Any]) -> list[dict[str, Any]
     path = options.out / RECORDS_FILE
     existing = read_bench_records(path)
     if existing and not options.resume:
-        raise ValueError(f"{options.out} already holds {len(existing)} records; pass --resume to continue "
-                         "that run, or choose another --out")
+        raise ValueError(
+            f"{options.out} already holds {len(existing)} records; pass --resume to continue "
+            "that run, or choose another --out"
+        )
     if options.resume and (options.out / "meta.json").is_file():
         before = read_meta(options.out)
         differ = [f for f in PROTOCOL_FIELDS if before.get(f) != meta[f]]
@@ -169,8 +193,9 @@ def _prepare(options: BenchOptions, meta: dict[str, Any]) -> list[dict[str, Any]
 def _bar(total: int, initial: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="setting", dynamic_ncols=True,
-                desc="bench-diffusion")
+    return tqdm(
+        total=total, initial=initial, disable=not enabled, unit="setting", dynamic_ncols=True, desc="bench-diffusion"
+    )
 
 
 def run_bench(options: BenchOptions, suites: Mapping[str, DiffusionSuite] | None = None) -> Path:
@@ -197,9 +222,13 @@ def run_bench(options: BenchOptions, suites: Mapping[str, DiffusionSuite] | None
     done = {record_key(r) for r in _prepare(options, _meta(options, suites))}
     plan = {name: [s for s in suites[name].settings(options.quick)] for name in options.models}
     total = sum((len(plan[n]) + 1) * len(options.seeds) for n in options.models)
-    resumed = sum(1 for n in options.models for seed in options.seeds
-                  for method, label in [(UNCACHED, UNCACHED_LABEL)] + [(s.method, s.label) for s in plan[n]]
-                  if (n, method, label, seed) in done)
+    resumed = sum(
+        1
+        for n in options.models
+        for seed in options.seeds
+        for method, label in [(UNCACHED, UNCACHED_LABEL)] + [(s.method, s.label) for s in plan[n]]
+        if (n, method, label, seed) in done
+    )
     try:
         with RecordLog(options.out / RECORDS_FILE) as log, _bar(total, resumed, options.progress) as bar:
             for name in options.models:
@@ -210,8 +239,15 @@ def run_bench(options: BenchOptions, suites: Mapping[str, DiffusionSuite] | None
     return options.out
 
 
-def _run_seed(suite: DiffusionSuite, settings: Sequence[Setting], seed: int, options: BenchOptions,
-              done: set[tuple[str, str, str, int]], log: RecordLog, bar: Any) -> None:
+def _run_seed(
+    suite: DiffusionSuite,
+    settings: Sequence[Setting],
+    seed: int,
+    options: BenchOptions,
+    done: set[tuple[str, str, str, int]],
+    log: RecordLog,
+    bar: Any,
+) -> None:
     todo = [s for s in settings if (suite.name, s.method, s.label, seed) not in done]
     uncached_done = (suite.name, UNCACHED, UNCACHED_LABEL, seed) in done
     if not todo and uncached_done:
@@ -228,8 +264,16 @@ def _run_seed(suite: DiffusionSuite, settings: Sequence[Setting], seed: int, opt
         try:
             record, first = measure_setting(suite, setting, seed, reference, options.repeats)
         except Exception as err:  # recorded, and the run goes on; KeyboardInterrupt is not caught
-            record, first = {"model": suite.name, "method": setting.method, "setting": setting.label,
-                             "seed": seed, "error": f"{type(err).__name__}: {err}"}, None
+            record, first = (
+                {
+                    "model": suite.name,
+                    "method": setting.method,
+                    "setting": setting.label,
+                    "seed": seed,
+                    "error": f"{type(err).__name__}: {err}",
+                },
+                None,
+            )
         if keep and first is not None:
             _save_output(output_path(options.out, suite.name, setting.method, setting.label), first.output)
         log.append(encode(record))

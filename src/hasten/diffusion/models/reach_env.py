@@ -171,7 +171,9 @@ class ScriptedExpert:
         return intended, intended + noise
 
 
-def expert_demonstrations(seeds: np.ndarray | list[int], noise: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def expert_demonstrations(
+    seeds: np.ndarray | list[int], noise: float = 0.01
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Roll the scripted expert out on the given episode seeds.
 
     Returns:

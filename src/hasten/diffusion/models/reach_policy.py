@@ -202,9 +202,7 @@ def ddim_timesteps(train_timesteps: int, sample_steps: int) -> list[int]:
     return [i * stride for i in range(sample_steps)][::-1]
 
 
-def ddim_step(
-    sample: torch.Tensor, noise_pred: torch.Tensor, alpha_bar: float, alpha_bar_prev: float
-) -> torch.Tensor:
+def ddim_step(sample: torch.Tensor, noise_pred: torch.Tensor, alpha_bar: float, alpha_bar_prev: float) -> torch.Tensor:
     """One deterministic DDIM update (eta = 0) with the predicted clean chunk clipped to ``[-1, 1]``.
 
     ``sample`` and ``noise_pred`` are ``(B, H, A)``; returns the sample at the previous timestep.

@@ -30,6 +30,8 @@ class MethodSpec:
 
 METHODS: Registry[MethodSpec] = Registry(
     "dLLM method",
-    [f"hasten.dllm.methods.{name}" for name in ("reference", "fast_dllm", "dkv_cache", "local_leap", "prophet",
-                                               "ar_guided")],
+    [
+        f"hasten.dllm.methods.{name}"
+        for name in ("reference", "fast_dllm", "dkv_cache", "local_leap", "prophet", "ar_guided")
+    ],
 )

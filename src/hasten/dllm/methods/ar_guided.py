@@ -79,13 +79,13 @@ class ARGuided:
         return self._guide
 
     def select(self, view):
-        proposal = torch.where(view.candidates, view.tokens, view.canvas[:, view.start:view.end])
-        context = torch.cat([view.canvas[:, :view.start], proposal], dim=1)
+        proposal = torch.where(view.candidates, view.tokens, view.canvas[:, view.start : view.end])
+        context = torch.cat([view.canvas[:, : view.start], proposal], dim=1)
         user_ids = view.adapter.decode_ids(context)
         logits = self.guide()(input_ids=user_ids).logits
         view.stats.guide_forwards += 1
-        guide_next = logits[:, view.start - 1:view.end - 1].argmax(dim=-1)
-        user_proposal = user_ids[:, view.start:view.end]
+        guide_next = logits[:, view.start - 1 : view.end - 1].argmax(dim=-1)
+        user_proposal = user_ids[:, view.start : view.end]
         run = agreed_run(user_proposal, guide_next, view.candidates, self.config.max_accept)
         return run | threshold_rule(view.conf, view.candidates & ~run.any(dim=1, keepdim=True), 1.0)
 
@@ -94,6 +94,13 @@ class ARGuided:
         return decode_blocks(adapter, canvas, prompt_len, block_length, self.select, self.cache, stats, trace)
 
 
-METHODS.register("ar_guided", MethodSpec(ARGuidedConfig, ARGuided, "an AR guide picks which proposals to unmask "
-                                         "(+ FreeCache prefix reuse)", "FreeCache + guided diffusion, arXiv 2505.21467"),
-                 key_type=ARGuidedConfig)
+METHODS.register(
+    "ar_guided",
+    MethodSpec(
+        ARGuidedConfig,
+        ARGuided,
+        "an AR guide picks which proposals to unmask (+ FreeCache prefix reuse)",
+        "FreeCache + guided diffusion, arXiv 2505.21467",
+    ),
+    key_type=ARGuidedConfig,
+)

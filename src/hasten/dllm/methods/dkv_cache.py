@@ -59,5 +59,13 @@ class DKVCache:
         return decode_blocks(adapter, canvas, prompt_len, block_length, self.select, self.cache, stats, trace)
 
 
-METHODS.register("dkv_cache", MethodSpec(DKVCacheConfig, DKVCache, "delayed KV cache with periodic refresh "
-                                         "(decode / greedy)", "dKV-Cache, arXiv 2505.15781"), key_type=DKVCacheConfig)
+METHODS.register(
+    "dkv_cache",
+    MethodSpec(
+        DKVCacheConfig,
+        DKVCache,
+        "delayed KV cache with periodic refresh (decode / greedy)",
+        "dKV-Cache, arXiv 2505.15781",
+    ),
+    key_type=DKVCacheConfig,
+)

@@ -54,5 +54,13 @@ class FastDLLM:
         return decode_blocks(adapter, canvas, prompt_len, block_length, self.select, self.cache, stats, trace)
 
 
-METHODS.register("fast_dllm", MethodSpec(FastDLLMConfig, FastDLLM, "threshold/factor parallel decoding + prefix/dual "
-                                         "KV cache", "Fast-dLLM, arXiv 2505.22618"), key_type=FastDLLMConfig)
+METHODS.register(
+    "fast_dllm",
+    MethodSpec(
+        FastDLLMConfig,
+        FastDLLM,
+        "threshold/factor parallel decoding + prefix/dual KV cache",
+        "Fast-dLLM, arXiv 2505.22618",
+    ),
+    key_type=FastDLLMConfig,
+)

@@ -55,6 +55,13 @@ class LocalLeap:
         return decode_blocks(adapter, canvas, prompt_len, block_length, self.select, self.cache, stats, trace)
 
 
-METHODS.register("local_leap", MethodSpec(LocalLeapConfig, LocalLeap, "anchors + relaxed threshold within a radius",
-                                          "LocalLeap (local determinism propagation), arXiv 2510.07081"),
-                 key_type=LocalLeapConfig)
+METHODS.register(
+    "local_leap",
+    MethodSpec(
+        LocalLeapConfig,
+        LocalLeap,
+        "anchors + relaxed threshold within a radius",
+        "LocalLeap (local determinism propagation), arXiv 2510.07081",
+    ),
+    key_type=LocalLeapConfig,
+)

@@ -53,14 +53,23 @@ class Prophet:
         gap = top2_gap(view.logits).masked_fill(~view.candidates, 0.0).sum(dim=1)
         mean_gap = gap / view.candidates.sum(dim=1).clamp_min(1)
         all_in = (mean_gap >= bound)[:, None] & view.candidates
-        return torch.where(all_in.any(dim=1, keepdim=True), all_in,
-                           threshold_rule(view.conf, view.candidates, self.config.threshold))
+        return torch.where(
+            all_in.any(dim=1, keepdim=True), all_in, threshold_rule(view.conf, view.candidates, self.config.threshold)
+        )
 
     def run(self, adapter, canvas, prompt_len, block_length, stats, trace=None):
-        return decode_blocks(adapter, canvas, prompt_len, block_length, self.select, self.cache, stats, trace,
-                             eos_fill=self.config.eotp)
+        return decode_blocks(
+            adapter, canvas, prompt_len, block_length, self.select, self.cache, stats, trace, eos_fill=self.config.eotp
+        )
 
 
-METHODS.register("prophet", MethodSpec(ProphetConfig, Prophet, "early all-in commit on a wide top-2 gap + EoTP stop",
-                                       "Prophet arXiv 2508.19982; Learn2PD EoTP arXiv 2509.25188"),
-                 key_type=ProphetConfig)
+METHODS.register(
+    "prophet",
+    MethodSpec(
+        ProphetConfig,
+        Prophet,
+        "early all-in commit on a wide top-2 gap + EoTP stop",
+        "Prophet arXiv 2508.19982; Learn2PD EoTP arXiv 2509.25188",
+    ),
+    key_type=ProphetConfig,
+)

@@ -32,5 +32,13 @@ class Reference:
         return reference_sample(adapter, canvas, prompt_len, block_length, steps, stats, trace)
 
 
-METHODS.register("reference", MethodSpec(ReferenceConfig, Reference, "LLaDA low-confidence remasking (baseline)",
-                                         "Large Language Diffusion Models, arXiv 2502.09992"), key_type=ReferenceConfig)
+METHODS.register(
+    "reference",
+    MethodSpec(
+        ReferenceConfig,
+        Reference,
+        "LLaDA low-confidence remasking (baseline)",
+        "Large Language Diffusion Models, arXiv 2502.09992",
+    ),
+    key_type=ReferenceConfig,
+)

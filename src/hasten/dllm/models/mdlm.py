@@ -121,8 +121,14 @@ class MaskedDiffusionLM(nn.Module):
             for lin in (blk.out, blk.down):
                 nn.init.normal_(lin.weight, std=0.02 / (2 * cfg.n_layers) ** 0.5)
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None, past: KV | None = None,
-                key_mask: torch.Tensor | None = None, return_kv: bool = False):
+    def forward(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        past: KV | None = None,
+        key_mask: torch.Tensor | None = None,
+        return_kv: bool = False,
+    ):
         """Logits for every token of ``ids``.
 
         Args:
