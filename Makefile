@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hasten-installed
 
-.PHONY: setup demo test test-oldest bench clean
+.PHONY: setup demo lint test test-oldest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: setup
 	# --compare: then decodes plainly too and prints plain tok/s, method tok/s, identical tokens, speedup
 	$(BIN)/hasten generate --model smollm2-135m --method prompt_lookup --max-new-tokens 128 --compare \
 	  --chat "Write a Python function that tests whether a number is prime, then explain it."
+
+# style: ruff lint + format check (configured in pyproject.toml); .ci/run runs it before the tests
+lint: setup
+	$(BIN)/ruff check src tests training benchmarks tools
+	$(BIN)/ruff format --check src tests training benchmarks tools
 
 test: setup
 	# two workers (one per core), one test file per worker at a time
