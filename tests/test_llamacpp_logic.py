@@ -104,7 +104,7 @@ def _plain(sim, prompt, n):
     return hasten.generate(sim, prompt, max_new_tokens=n, eos_token_id=[]).sequences[0].tolist()
 
 
-@pytest.mark.parametrize("method", ["prompt_lookup", "trie", "jacobi", "suffix", "recycling"])
+@pytest.mark.parametrize("method", ["prompt_lookup", "trie", "jacobi", "suffix", "recycling", "composite"])
 def test_model_free_drafters_equal_plain_decoding(simulated, method):
     for prompt in PROMPTS:
         plain = _plain(simulated, prompt, 40)

@@ -19,7 +19,7 @@ def test_flags_of_the_builtin_methods():
         assert get_method(name).uses_skip_cache and get_method(name).needs_torch_target
     assert get_method("hierarchical").needs_torch_target
     assert get_method("draft_model").proposes_distributions
-    for name in ("prompt_lookup", "suffix", "trie", "jacobi", "recycling"):
+    for name in ("prompt_lookup", "suffix", "trie", "jacobi", "recycling", "composite"):
         spec = get_method(name)
         assert spec.model_free and not spec.uses_skip_cache and not spec.needs_draft_model, name
 

@@ -87,11 +87,19 @@ def goodness_of_fit(samples: list[tuple[int, ...]], dist: dict) -> float:
     return chisquare(observed, [e * scale for e in expected]).pvalue
 
 
-def sample_first_three(model, method, options, params, seeds=SEEDS):
+def sample_first_three(model, method, options, params, seeds=SEEDS, draft_budget="auto"):
     out = []
     for seed in range(seeds):
         result = hasten.generate(
-            model, PROMPT, method=method, max_new_tokens=3, seed=seed, eos_token_id=[], method_options=options, **params
+            model,
+            PROMPT,
+            method=method,
+            max_new_tokens=3,
+            seed=seed,
+            eos_token_id=[],
+            method_options=options,
+            draft_budget=draft_budget,
+            **params,
         )
         out.append(tuple(result.sequences[0, len(PROMPT) :].tolist()))
     return out
@@ -131,6 +139,7 @@ CASES = {
     "jacobi": lambda target, other: ("jacobi", {"window": 4, "ngram": 2, "candidates": 3, "seed_from_context": False}),
     "suffix": lambda target, other: ("suffix", {"min_prob": 0.0, "datastore": _greedy_datastore(target)}),
     "recycling": lambda target, other: ("recycling", {"adjacency": _greedy_adjacency(target)}),
+    "composite": lambda target, other: ("composite", {"sources": ("sam", "suffix", "recycling")}),
 }
 
 
@@ -182,6 +191,7 @@ RUNS = [
     ("jacobi", "T0.5-topp0.9-rep1.3"),
     ("suffix", "T0.5-topp0.9-rep1.3"),
     ("recycling", "T0.5-topp0.9-rep1.3"),
+    ("composite", "T0.5-topp0.9-rep1.3"),
 ]
 
 
@@ -207,6 +217,6 @@ def test_broken_acceptance_is_detected(models, monkeypatch):
     target, other = models
     params = PARAMS["plain-T1"]
     samples = sample_first_three(
-        target, "draft_model", {"draft_model": other, "confidence_threshold": 0.0}, params, seeds=600
+        target, "draft_model", {"draft_model": other, "confidence_threshold": 0.0}, params, seeds=600, draft_budget=None
     )
     assert goodness_of_fit(samples, reference_distribution(target, params)) < 1e-6

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from serve_live import char_tokenizer, tiny_serve_model
+
+from .serve_live import char_tokenizer, tiny_serve_model
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from serve_live import tiny_serve_model
 
 import hasten
 from hasten.batch import AutoOff, AutoOffConfig, BatchedDecoder, BatchRequest, measured_speedup
@@ -14,6 +13,8 @@ from hasten.cost import CostCurve
 from hasten.drafters.base import Drafter
 from hasten.sampling import SamplingParams
 from hasten.tree import DraftTree
+
+from .serve_live import tiny_serve_model
 
 
 def prompts(count: int = 7) -> list[list[int]]:

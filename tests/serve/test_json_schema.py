@@ -8,10 +8,11 @@ import json
 
 import httpx
 import pytest
-from serve_live import serving
 
 from hasten.serve.app import chat_prompt_ids
 from hasten.serve.grammar import GrammarFactory, constrained_greedy_reference
+
+from .serve_live import serving
 
 SCHEMA = {
     "type": "object",

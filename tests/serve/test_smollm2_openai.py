@@ -9,10 +9,11 @@ import importlib.util
 
 import openai
 import pytest
-from serve_live import serving
 
 import hasten
 from hasten.serve.app import chat_prompt_ids
+
+from .serve_live import serving
 
 pytestmark = [
     pytest.mark.real_model,
