@@ -20,10 +20,10 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 def test_unknown_dtype_is_refused():
     with pytest.raises(ValueError, match="dtype"):
-        models._resolve_dtype("float8")
+        models.resolve_dtype("float8")
     with pytest.raises(ValueError, match="dtype"):
-        models._resolve_dtype(torch.int8)
-    assert models._resolve_dtype("bf16") is torch.bfloat16
+        models.resolve_dtype(torch.int8)
+    assert models.resolve_dtype("bf16") is torch.bfloat16
 
 
 class _Tok:

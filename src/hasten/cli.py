@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any, Optional
+from typing import Optional
 
 import click
 import typer
+
+from .options import load_draft_model, parse_options  # noqa: F401  (parse_options: public re-export)
 
 app = typer.Typer(
     add_completion=False,
@@ -36,74 +38,6 @@ def _root(
     ),
 ) -> None:
     """hasten: lossless acceleration of generative models."""
-
-
-def _convert(raw: str, hint: Any) -> Any:
-    """``raw`` as a value of the type ``hint`` (bool, int, float, str, an optional of
-    those, or a tuple / frozenset / list of numbers written comma-separated); text for any
-    other type.
-
-    Raises:
-        ValueError: ``raw`` is not a value of that type.
-    """
-    import types
-    import typing
-
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if raw.lower() == "none" and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        for option in options[:-1]:
-            try:
-                return _convert(raw, option)
-            except ValueError:
-                continue
-        return _convert(raw, options[-1])
-    if hint is bool:
-        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(raw)
-        return raw.lower() in ("true", "1", "yes")
-    if hint in (int, float):
-        return hint(raw)
-    if origin in (tuple, list, frozenset, set) and args and args[0] in (int, float):
-        return origin(args[0](part) for part in raw.split(",") if part.strip())
-    return None if raw.lower() == "none" else raw
-
-
-def parse_options(method: str, pairs: list[str]) -> dict[str, Any]:
-    """``["max_ngram=4", "adaptive=false", "exit_layer=8", "widths=4,2,1"]`` -> typed
-    config fields of ``method``.
-
-    Values are converted to the field's annotated type: bool, int, float, optionals of
-    those (``none`` gives None, e.g. ``skip_cache=none``: keep no skip-set cache), and
-    comma-separated numbers for tuple/frozenset fields; any other field takes the text.
-
-    Raises:
-        ValueError: malformed pair, unknown field, or a value of the wrong type.
-    """
-    import typing
-
-    from .drafters import get_method
-
-    config_cls = get_method(method).config_cls
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    try:
-        hints = typing.get_type_hints(config_cls)
-    except Exception:  # an annotation that does not resolve: fall back to the defaults' types
-        hints = {}
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(f"{pair!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
-        default = fields[key].default
-        hint = hints.get(key, type(default) if isinstance(default, (bool, int, float)) else str)
-        try:
-            out[key] = _convert(raw, hint)
-        except ValueError:
-            raise ValueError(f"{key}: {raw!r} is not a valid {getattr(hint, '__name__', None) or hint}") from None
-    return out
 
 
 class TextStreamer:
@@ -187,7 +121,7 @@ def generate(
         lm, tokenizer = hasten.load_model(model, dtype=dtype)
     if draft_model is not None:
         options["draft_model"] = (
-            draft_model if draft_model.startswith("self:") else _load_draft(draft_model, dtype, tokenizer)
+            draft_model if draft_model.startswith("self:") else load_draft_model(draft_model, dtype, tokenizer)
         )
     if chat is not None:
         ids = tokenizer.apply_chat_template(
@@ -242,18 +176,6 @@ def generate(
             "kv_cache": kv_cache,
         }
         typer.echo(compare_line(lm, ids, result, settings), err=True)
-
-
-def _load_draft(name: str, dtype: str, target_tokenizer):
-    import hasten
-
-    draft, draft_tokenizer = hasten.load_model(name, dtype=dtype)
-    if draft_tokenizer.get_vocab() != target_tokenizer.get_vocab():
-        raise ValueError(
-            f"draft model {name!r} uses a different tokenizer than the target; "
-            "speculative decoding needs the same vocabulary"
-        )
-    return draft
 
 
 @app.command()

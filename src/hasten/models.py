@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_model", "BUILTIN_MODELS", "ModelNotInstalledError", "cache_dir"]
+__all__ = ["load_model", "resolve_dtype", "BUILTIN_MODELS", "ModelNotInstalledError", "cache_dir"]
 
 _CACHE_FORMAT = 1
 
@@ -66,7 +66,7 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("hasten")) / "models"
 
 
-def _resolve_dtype(dtype) -> torch.dtype:
+def resolve_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         if dtype not in _DTYPES.values():
             raise ValueError(f"unsupported dtype {dtype}; use one of {sorted(set(_DTYPES))}")
@@ -189,7 +189,7 @@ def load_model(name_or_path: str, dtype="float32", device: str | torch.device = 
     if str(dtype).lower() == "auto":
         torch_dtype = _fastest_dtype(path, device, verify_tokens)
     else:
-        torch_dtype = _resolve_dtype(dtype)
+        torch_dtype = resolve_dtype(dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **hub).to(device)

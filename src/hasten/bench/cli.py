@@ -102,18 +102,18 @@ def load_questions(datasets, subtasks, per_subtask) -> list[Question]:
 def _load_target(name: str, dtype: str):
     import hasten
 
-    from ..models import _resolve_dtype
+    from ..models import resolve_dtype
 
     if name == TINY_RANDOM:
-        return tiny_random(dtype=_resolve_dtype(dtype))
+        return tiny_random(dtype=resolve_dtype(dtype))
     return hasten.load_model(name, dtype=dtype)
 
 
 def _load_draft(spec: str | None, model, dtype: str, tokenizer):
     if spec is None:
         return None
-    from ..cli import _load_draft as load_named
     from ..drafters.draft_model import resolve_draft_model
+    from ..options import load_draft_model as load_named
 
     return resolve_draft_model(spec, model) if spec.startswith("self:") else load_named(spec, dtype, tokenizer)
 
@@ -297,10 +297,10 @@ def _load_llamacpp(plan: BenchPlan, model):
     import torch
 
     from ..backends.llamacpp import LlamaCppModel
-    from .peers import _context_length, _gguf_path
+    from .peers import context_length, peer_gguf_path
 
     ctx = PeerContext(model, plan.model, time.perf_counter, gguf=plan.gguf)
-    return LlamaCppModel(_gguf_path(ctx), threads=torch.get_num_threads(), context_length=_context_length(model))
+    return LlamaCppModel(peer_gguf_path(ctx), threads=torch.get_num_threads(), context_length=context_length(model))
 
 
 def _compile(model, info: dict[str, Any], dtype: str):
@@ -329,10 +329,10 @@ def parse_method_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
     """``["prompt_lookup.max_ngram=4"]`` -> ``{"prompt_lookup": {"max_ngram": 4}}``, typed.
 
     Raises:
-        ValueError: not METHOD.FIELD=VALUE, or what :func:`hasten.cli.parse_options` raises.
+        ValueError: not METHOD.FIELD=VALUE, or what :func:`hasten.options.parse_options` raises.
         hasten.UnknownMethodError: an unknown method.
     """
-    from ..cli import parse_options
+    from ..options import parse_options
 
     grouped: dict[str, list[str]] = {}
     for pair in pairs:

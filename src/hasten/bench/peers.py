@@ -370,7 +370,7 @@ def _llamacpp_missing() -> str | None:
     return None
 
 
-def _gguf_path(ctx: PeerContext) -> Path:
+def peer_gguf_path(ctx: PeerContext) -> Path:
     from ..models import BUILTIN_MODELS
 
     if ctx.gguf is not None:
@@ -382,7 +382,7 @@ def _gguf_path(ctx: PeerContext) -> Path:
     return Path(found.origin).parent / spec.gguf_file
 
 
-def _context_length(model: torch.nn.Module) -> int:
+def context_length(model: torch.nn.Module) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 
 
@@ -420,14 +420,14 @@ PEERS: dict[str, PeerSpec] = {
     ),
     "llamacpp": PeerSpec(
         "llama.cpp (llama-cpp-python) on the GGUF file",
-        lambda name, c: LlamaCppContender(name, _gguf_path(c), c.threads, _context_length(c.model), seed=c.seed),
+        lambda name, c: LlamaCppContender(name, peer_gguf_path(c), c.threads, context_length(c.model), seed=c.seed),
         lambda: _llamacpp_missing(),
         uses_gguf=True,
     ),
     "llamacpp_prompt_lookup": PeerSpec(
         "llama.cpp with LlamaPromptLookupDecoding",
         lambda name, c: LlamaCppContender(
-            name, _gguf_path(c), c.threads, _context_length(c.model), c.prompt_lookup_tokens, c.seed
+            name, peer_gguf_path(c), c.threads, context_length(c.model), c.prompt_lookup_tokens, c.seed
         ),
         lambda: _llamacpp_missing(),
         uses_gguf=True,
@@ -453,14 +453,14 @@ def split_variant(name: str) -> tuple[str, str | None]:
     Raises:
         ValueError: an unknown dtype after ``@``.
     """
-    from ..models import _resolve_dtype
+    from ..models import resolve_dtype
 
     base, at, dtype = name.partition("@")
     if not at:
         return name, None
     if dtype.lower() in LLAMACPP_VARIANTS:
         return base, "llamacpp"
-    return base, str(_resolve_dtype(dtype)).replace("torch.", "")
+    return base, str(resolve_dtype(dtype)).replace("torch.", "")
 
 
 def baseline_of(name: str) -> str:

@@ -2,7 +2,8 @@
 protocol (forward, verify_forward, KV cache operations, cost curve). See
 :mod:`hasten.targets.base`."""
 
-from .base import Target, is_backend_model, model_eos_ids, normalize_eos, resolve_target
+from .base import Target, is_backend_model, normalize_eos
+from .resolve import model_eos_ids, resolve_target
 from .transformers import TransformersTarget
 
 __all__ = [

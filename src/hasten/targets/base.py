@@ -16,7 +16,7 @@ import torch
 
 from ..tree import DraftTree
 
-__all__ = ["Target", "is_backend_model", "normalize_eos", "resolve_target"]
+__all__ = ["Target", "is_backend_model", "normalize_eos"]
 
 
 @runtime_checkable
@@ -83,24 +83,6 @@ def normalize_eos(eos_token_id: int | Iterable[int] | None, default: int | Itera
     return {int(t) for t in eos_token_id}
 
 
-def resolve_target(model: Any) -> Target:
-    """The decode loop's target for ``model``: the backend's own (``model.engine_target()``,
-    e.g. :class:`hasten.backends.llamacpp.LlamaCppModel`) or a
-    :class:`~hasten.targets.TransformersTarget` for a transformers model / CompiledModel."""
-    make = getattr(model, "engine_target", None)
-    if make is not None:
-        return make()
-    from .transformers import TransformersTarget
-
-    return TransformersTarget(model)
-
-
 def is_backend_model(model: Any) -> bool:
     """Whether ``model`` brings its own target (a backend model such as llama.cpp), not a torch module."""
     return callable(getattr(model, "engine_target", None))
-
-
-def model_eos_ids(model: Any, eos_token_id: int | Iterable[int] | None = None) -> set[int]:
-    """The stop token ids for ``model``: ``eos_token_id`` normalised, or the model's own
-    (its target's ``eos_ids``: a transformers model's generation config, a GGUF's eos ids)."""
-    return resolve_target(model).eos_ids(eos_token_id)

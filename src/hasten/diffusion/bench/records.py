@@ -18,12 +18,13 @@ gave the same output), the suite's fidelity metrics (e.g. ``psnr``, ``ssim``, ``
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from hasten.bench.records import RecordLog, read_records
 
-__all__ = ["RECORDS_FILE", "RecordLog", "decode", "encode", "read_bench_records", "record_key"]
+__all__ = ["RECORDS_FILE", "RecordLog", "decode", "encode", "output_path", "read_bench_records", "record_key"]
 
 RECORDS_FILE = "records.jsonl"
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
@@ -67,3 +68,10 @@ def read_bench_records(path: str | Path) -> list[dict[str, Any]]:
         ValueError: a complete line that is not a JSON object.
     """
     return [decode(r) for r in read_records(path)]
+
+
+def output_path(out: Path, model: str, method: str, label: str) -> Path:
+    """Where a setting's first-seed output is saved. Example: (out, "m", "static",
+    "interval=2, warmup=2") -> out/outputs/m/static__interval-2-warmup-2.npy."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", label).strip("-") or "default"
+    return out / "outputs" / model / f"{method}__{slug}.npy"

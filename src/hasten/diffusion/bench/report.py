@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hasten.bench.records import read_meta
-from hasten.diffusion.bench.records import RECORDS_FILE, read_bench_records
+from hasten.diffusion.bench.records import RECORDS_FILE, output_path, read_bench_records
 from hasten.diffusion.bench.suite import UNCACHED, DiffusionSuite, SuiteOutput
 
 __all__ = ["REPORT_FILE", "render_report", "report_markdown", "summarize", "best_setting"]
@@ -159,7 +159,6 @@ def _pareto_plots(meta: dict[str, Any], records: Sequence[dict[str, Any]], out: 
 def _sample_grids(
     meta: dict[str, Any], records: Sequence[dict[str, Any]], out: Path, suites: Mapping[str, DiffusionSuite]
 ) -> None:
-    from hasten.diffusion.bench.runner import output_path
 
     for model in meta.get("models", []):
         suite = suites.get(model)

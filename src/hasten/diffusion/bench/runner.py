@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,14 @@ from typing import Any
 import numpy as np
 
 from hasten.bench.records import read_meta, write_meta
-from hasten.diffusion.bench.records import RECORDS_FILE, RecordLog, encode, read_bench_records, record_key
+from hasten.diffusion.bench.records import (
+    RECORDS_FILE,
+    RecordLog,
+    encode,
+    output_path,
+    read_bench_records,
+    record_key,
+)
 from hasten.diffusion.bench.registry import get_suite
 from hasten.diffusion.bench.suite import UNCACHED, DiffusionSuite, Setting, SuiteOutput
 
@@ -130,13 +136,6 @@ def _uncached_record(suite: DiffusionSuite, seed: int, reference: SuiteOutput, r
         "deterministic": all(np.array_equal(reference.output, r.output) for r in timed),
         **suite.fidelity(reference, reference),
     }
-
-
-def output_path(out: Path, model: str, method: str, label: str) -> Path:
-    """Where a setting's first-seed output is saved. Example: (out, "m", "static",
-    "interval=2, warmup=2") -> out/outputs/m/static__interval-2-warmup-2.npy."""
-    slug = re.sub(r"[^A-Za-z0-9.]+", "-", label).strip("-") or "default"
-    return out / "outputs" / model / f"{method}__{slug}.npy"
 
 
 def _save_output(path: Path, output: np.ndarray) -> None:
