@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from hasten.bench.cli import BenchPlan, execute
 from hasten.bench.peers import Request
+from hasten.bench.plan import BenchPlan, execute
 from hasten.bench.records import RECORDS_FILE, read_meta, read_records
 from hasten.bench.report import text_table
 from hasten.bench.runner import BenchSettings

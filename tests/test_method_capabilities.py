@@ -8,7 +8,7 @@ import pytest
 
 from hasten import cli
 from hasten.backends.llamacpp import LlamaCppTarget
-from hasten.bench.cli import run_method_options
+from hasten.bench.plan import run_method_options
 from hasten.drafters import METHODS, MethodSpec, UnknownMethodError, get_method, list_methods, register
 from hasten.drafters.prompt_lookup import PromptLookupDrafter
 

@@ -7,6 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from hasten.bench import cli as bench_cli
+from hasten.bench import plan as bench_plan
 from hasten.bench.records import RECORDS_FILE, read_meta, read_records
 from hasten.cli import app
 from hasten.drafters import UnknownMethodError
@@ -24,7 +25,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(bench_cli, "_load_target", refuse)
+    monkeypatch.setattr(bench_plan, "_load_target", refuse)
 
 
 def test_quick_end_to_end_on_tiny_random(tmp_path, restore_threads):
@@ -111,7 +112,7 @@ def test_resume_with_other_settings_is_refused_before_any_model_loads(tmp_path, 
         loads.append(args)
         raise RuntimeError("model load")
 
-    monkeypatch.setattr(bench_cli, "_load_target", count_and_stop)
+    monkeypatch.setattr(bench_plan, "_load_target", count_and_stop)
     refused = {
         "method_options": ["--resume", "--method-option", "prompt_lookup.max_ngram=2"],
         "max_new_tokens": ["--resume", "--max-new-tokens", "9"],
