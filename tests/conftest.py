@@ -124,3 +124,9 @@ def exactness_prompts(vocab: int = VOCAB, count: int = 32) -> list[list[int]]:
             body += body[start : start + rng.randrange(3, 6)]
         prompts.append(body)
     return prompts
+
+
+def pytest_configure(config):
+    """Register the test-only example methods (tests/method_examples) for the session, so the
+    family contract suites, which enumerate the registries, enrol them like any method."""
+    import method_examples  # noqa: F401
