@@ -9,13 +9,12 @@
 from __future__ import annotations
 
 import datetime
-import shlex
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from ..benchcore import command_line
 from .peers import Request
 from .plan import DEFAULT_METHODS, QUICK_DATASETS, QUICK_METHODS, BenchPlan, execute, run_method_options
 from .records import RECORDS_FILE, read_meta, read_records
@@ -48,8 +47,7 @@ def parse_method_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _command() -> str:
-    args = [a for a in sys.argv[1:]]
-    return shlex.join(["hasten", *args]) if Path(sys.argv[0]).name == "hasten" else shlex.join(sys.argv)
+    return command_line()
 
 
 def bench(

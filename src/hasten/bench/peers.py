@@ -40,10 +40,12 @@ from typing import Any, Callable
 
 import torch
 
+from ..benchcore import Contender as ContenderName
 from ..sampling import SamplingParams
 
 __all__ = [
     "LLAMACPP_VARIANTS",
+    "parse_contender",
     "split_variant",
     "baseline_of",
     "Request",
@@ -445,22 +447,38 @@ def _takes_draft(name: str) -> bool:
 LLAMACPP_VARIANTS = ("llamacpp", "llama.cpp", "gguf")
 
 
-def split_variant(name: str) -> tuple[str, str | None]:
-    """``"trie@bf16"`` -> ``("trie", "bfloat16")``; ``"trie"`` -> ``("trie", None)``;
-    ``"suffix@llamacpp"`` -> ``("suffix", "llamacpp")`` (hasten's loop on llama.cpp
-    kernels, :mod:`hasten.backends.llamacpp`).
+def _canonical_variant(variant: str) -> str:
+    """``"bf16"`` -> ``"bfloat16"``; ``"gguf"`` / ``"llama.cpp"`` -> ``"llamacpp"``.
+
+    Raises:
+        ValueError: an unknown dtype.
+    """
+    from ..models import resolve_dtype
+
+    if variant.lower() in LLAMACPP_VARIANTS:
+        return "llamacpp"
+    return str(resolve_dtype(variant)).replace("torch.", "")
+
+
+def parse_contender(name: str) -> ContenderName:
+    """``"trie@bf16"`` -> ``ContenderName("trie", "bfloat16")`` (a :class:`hasten.benchcore.Contender`);
+    ``"suffix@llamacpp"``: hasten's loop on llama.cpp kernels (:mod:`hasten.backends.llamacpp`).
 
     Raises:
         ValueError: an unknown dtype after ``@``.
     """
-    from ..models import resolve_dtype
+    return ContenderName.parse(name, _canonical_variant)
 
-    base, at, dtype = name.partition("@")
-    if not at:
-        return name, None
-    if dtype.lower() in LLAMACPP_VARIANTS:
-        return base, "llamacpp"
-    return base, str(resolve_dtype(dtype)).replace("torch.", "")
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """``"trie@bf16"`` -> ``("trie", "bfloat16")``; ``"trie"`` -> ``("trie", None)``;
+    ``"suffix@llamacpp"`` -> ``("suffix", "llamacpp")`` (see :func:`parse_contender`).
+
+    Raises:
+        ValueError: an unknown dtype after ``@``.
+    """
+    parsed = parse_contender(name)
+    return parsed.base, parsed.variant
 
 
 def baseline_of(name: str) -> str:

@@ -8,15 +8,13 @@
 
 from __future__ import annotations
 
-import datetime
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..benchcore import machine, utc_date, versions
 from .datasets import HUMANEVAL, SPEC_BENCH_SOURCE, DatasetError, Question, load_dataset, select
 from .peers import PeerContext, build_contenders, check_methods, split_variant
 from .report import render_report
@@ -128,17 +126,6 @@ def _load_draft(spec: str | None, model, dtype: str, tokenizer):
     return resolve_draft_model(spec, model) if spec.startswith("self:") else load_named(spec, dtype, tokenizer)
 
 
-def _machine() -> str:
-    import torch
-
-    cpu = platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return f"{cpu}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
-
-
 def _protocol(plan: BenchPlan, names, questions) -> dict[str, Any]:
     """The meta.json fields known before any model loads (checked early on --resume)."""
     s = plan.settings.request.sampling
@@ -168,23 +155,14 @@ def _protocol(plan: BenchPlan, names, questions) -> dict[str, Any]:
 
 
 def _meta(plan: BenchPlan, names, notes, contenders, questions, oracle) -> dict[str, Any]:
-    import torch
-    import transformers
-
-    import hasten
-
     return _protocol(plan, names, questions) | {
         "notes": notes,
         "contenders": {c.name: c.describe() for c in contenders},
         "oracle": oracle,
-        "machine": _machine(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "date": utc_date(),
         "command": plan.command,
-        "versions": {
-            "hasten": hasten.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
+        "versions": versions("transformers"),
     }
 
 

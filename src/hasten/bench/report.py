@@ -11,6 +11,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..benchcore import grouped_bars, markdown_table, number, rate, scatter_plot
+from ..benchcore import text_table as core_text_table
 from .datasets import HUMANEVAL, SUBTASKS
 from .metrics import (
     OVERALL,
@@ -24,7 +26,7 @@ from .metrics import (
     subtasks_in,
     summarize,
 )
-from .peers import baseline_of
+from .peers import baseline_of, parse_contender
 from .records import RECORDS_FILE, read_meta, read_records
 
 __all__ = ["render_report", "report_markdown", "text_table", "REPORT_FILE", "SPEEDUP_PLOT", "RATE_PLOT"]
@@ -39,19 +41,15 @@ MAX_LISTED = 20
 
 def _num(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
     """Example: (1.234, ".1f", "x") -> "1.2x"; (None,) -> "—"."""
-    return "—" if value is None else f"{value:{fmt}}{suffix}"
+    return number(value, fmt, suffix)
 
 
 def _rate(pair: tuple[int, int]) -> str:
     """Example: (3, 4) -> "75% (3/4)"; (0, 0) -> "—"."""
-    hits, total = pair
-    return "—" if not total else f"{100 * hits / total:.0f}% ({hits}/{total})"
+    return rate(*pair)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return out
+_table = markdown_table
 
 
 def _oracle(meta: dict[str, Any], method: str) -> float | None:
@@ -59,8 +57,8 @@ def _oracle(meta: dict[str, Any], method: str) -> float | None:
     was measured there); None for other engines and for ``NAME@DTYPE`` variants."""
     info = meta.get("contenders", {}).get(method, {})
     oracle = meta.get("oracle") or {}
-    variant = method.partition("@")[2]
-    if variant and variant != meta.get("dtype"):  # names in meta are canonical: "trie@bfloat16"
+    variant = parse_contender(method).variant
+    if variant is not None and variant != meta.get("dtype"):  # names in meta are canonical: "trie@bfloat16"
         return None
     return oracle.get("speedup") if info.get("uses_target", True) else None
 
@@ -309,63 +307,32 @@ def report_markdown(meta: dict[str, Any], records: list[dict[str, Any]], plots: 
 
 
 def _plot_speedups(path: Path, records, methods, subtasks, oracle: float | None) -> None:
-    from matplotlib.figure import Figure
-
-    shown = [m for m in methods if m != "ar"]
     groups = [*subtasks, OVERALL]
-    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3.5), 4.2))
-    ax = fig.add_subplot()
-    width = 0.8 / max(len(shown), 1)
-    highest = 1.0
-    for i, m in enumerate(shown):
-        values = [summarize(records, m, s).speedup or 0.0 for s in groups]
-        highest = max(highest, *values)
-        ax.bar([g + (i - (len(shown) - 1) / 2) * width for g in range(len(groups))], values, width, label=m)
-    if oracle is not None and oracle <= 2 * highest:
-        ax.scatter(
-            range(len(groups)),
-            [oracle] * len(groups),
-            marker="_",
-            s=900,
-            color="black",
-            label=f"oracle ({oracle:.2f}x)",
-            zorder=3,
-        )
-    elif oracle is not None:  # far above the bars: name it instead of squashing them
-        ax.set_ylim(0, 1.25 * highest)
-        ax.text(
-            0.01,
-            0.97,
-            f"oracle (always-right drafter): {oracle:.2f}x, above this scale",
-            transform=ax.transAxes,
-            va="top",
-            fontsize=8,
-        )
-    ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
-    ax.set_xticks(range(len(groups)), groups, rotation=20)
-    ax.set_ylabel("speedup vs ar (x)")
-    ax.set_title("Speedup per subtask")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    series = {m: [summarize(records, m, s).speedup or 0.0 for s in groups] for m in methods if m != "ar"}
+    grouped_bars(
+        path,
+        groups,
+        series,
+        ylabel="speedup vs ar (x)",
+        title="Speedup per subtask",
+        level=oracle,
+        level_label="oracle",
+    )
 
 
 def _plot_rates(path: Path, records, methods, subtasks) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.0, 4.2))
-    ax = fig.add_subplot()
+    series = {}
     for m in methods:
         points = [summarize(records, m, s) for s in subtasks]
         points = [p for p in points if p.mean_accepted_tokens is not None and p.tokens_per_second is not None]
-        if points:
-            ax.scatter([p.mean_accepted_tokens for p in points], [p.tokens_per_second for p in points], label=m)
-    ax.set_xlabel("mean accepted tokens τ (tokens per verification step)")
-    ax.set_ylabel("tokens / s")
-    ax.set_title("Throughput vs mean accepted tokens (one point per subtask)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        series[m] = ([p.mean_accepted_tokens for p in points], [p.tokens_per_second for p in points])
+    scatter_plot(
+        path,
+        series,
+        xlabel="mean accepted tokens τ (tokens per verification step)",
+        ylabel="tokens / s",
+        title="Throughput vs mean accepted tokens (one point per subtask)",
+    )
 
 
 def render_report(out_dir: str | Path, plots: bool = True) -> Path:
@@ -400,7 +367,4 @@ def text_table(records: list[dict[str, Any]], methods: Sequence[str], meta: dict
     """The overall figures as an aligned plain-text table (for the terminal)."""
     present = methods_in(records)
     methods = [m for m in methods if m in present] + [m for m in present if m not in methods]
-    header, body = _overall_rows(meta, records, methods, code=False)
-    rows = [header, *body]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    return core_text_table(*_overall_rows(meta, records, methods, code=False))

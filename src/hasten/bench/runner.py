@@ -31,11 +31,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..benchcore import check_resume as core_check_resume
+from ..benchcore import progress_bar, rotated
 from ..targets import is_backend_model, resolve_target
 from .datasets import Question, build_messages, encode_chat
 from .metrics import first_difference, top2_margin
 from .peers import Contender, Request, baseline_of, split_variant
-from .records import RECORDS_FILE, RecordLog, read_meta, read_records, record_key, write_meta
+from .records import RECORDS_FILE, RecordLog, read_records, record_key, write_meta
 
 __all__ = ["BenchSettings", "BenchRunner", "RunResult", "rotated", "sha1_of", "PROTOCOL_FIELDS", "check_resume"]
 
@@ -64,7 +66,7 @@ def check_resume(out_dir: Path, meta: dict[str, Any], resume: bool) -> bool:
     """Whether ``out_dir`` holds a run that ``resume`` continues, checking the
     :data:`PROTOCOL_FIELDS` present in both ``meta`` and the run's ``meta.json`` (the CLI
     checks the fields it knows before loading any model, then all of them; a field that
-    an older version did not record is not compared).
+    an older version did not record is not compared). See :func:`hasten.benchcore.check_resume`.
 
     Returns:
         True when continuing a run whose ``meta.json`` exists (do not rewrite it).
@@ -73,19 +75,7 @@ def check_resume(out_dir: Path, meta: dict[str, Any], resume: bool) -> bool:
         ValueError: records exist and ``resume`` is False, or ``resume`` with a run whose
             protocol differs (the message lists the differing fields).
     """
-    existing = read_records(out_dir / RECORDS_FILE)
-    if existing and not resume:
-        raise ValueError(
-            f"{out_dir} already holds {len(existing)} records; pass --resume to continue "
-            "that run or choose another --out"
-        )
-    if resume and (out_dir / "meta.json").is_file():
-        old = read_meta(out_dir)
-        differ = [k for k in PROTOCOL_FIELDS if k in meta and k in old and old[k] != meta[k]]
-        if differ:
-            raise ValueError(f"cannot resume {out_dir}: {', '.join(differ)} differ from that run")
-        return True
-    return False
+    return core_check_resume(out_dir, meta, resume, PROTOCOL_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -127,15 +117,6 @@ class RunResult:
     written: int = 0
     resumed: int = 0
     errors: int = 0
-
-
-def rotated(names: Sequence[str], shift: int) -> list[str]:
-    """``names`` rotated left by ``shift`` (mod its length).
-
-    Example: ["a", "b", "c"], 4 -> ["b", "c", "a"].
-    """
-    k = shift % len(names) if names else 0
-    return list(names[k:]) + list(names[:k])
 
 
 def sha1_of(ids: Sequence[int]) -> str:
@@ -247,25 +228,13 @@ class BenchRunner:
         done = {record_key(r): r for r in read_records(path)} if resume else {}
         items = self._items(questions)
         result = RunResult(resumed=sum(1 for k in done if k[0] == "generation"))
-        bar = self._bar(len(items) * len(self.contenders), result.resumed)
-        try:
-            with RecordLog(path) as log:
-                for index, (run, question, turn) in enumerate(items):
-                    self._run_item(log, done, result, bar, index, run, question, turn)
-        finally:
-            if bar is not None:
-                bar.close()
+        with (
+            progress_bar(len(items) * len(self.contenders), result.resumed, enabled=self.progress, unit="gen") as bar,
+            RecordLog(path) as log,
+        ):
+            for index, (run, question, turn) in enumerate(items):
+                self._run_item(log, done, result, bar, index, run, question, turn)
         return result
-
-    def _bar(self, total: int, initial: int):
-        if not self.progress:
-            return None
-        try:
-            from tqdm import tqdm
-        except ImportError:  # tqdm comes with the bench extra; without it, no bar
-            return None
-
-        return tqdm(total=total, initial=min(initial, total), unit="gen", file=sys.stderr, dynamic_ncols=True)
 
     def _base_fields(self, run: int, question: Question, turn: int, method: str) -> dict[str, Any]:
         return {
@@ -303,15 +272,13 @@ class BenchRunner:
             prompts[name] = self._prompt(done, run, question, turn, name)
             if key in done:
                 continue
-            if bar is not None:
-                bar.set_postfix_str(f"{question.subtask} {question.question_id} t{turn + 1} {name}", refresh=False)
+            bar.set_postfix_str(f"{question.subtask} {question.question_id} t{turn + 1} {name}", refresh=False)
             record = self._generate(contender, prompts[name]) | self._base_fields(run, question, turn, name)
             record["category"] = question.category
             self._emit(log, done, record)
             result.written += 1
             result.errors += record["error"] is not None
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
         self._audit(log, done, run, question, turn, prompts)
 
     def _generate(self, contender: Contender, prompt: list[int] | str) -> dict[str, Any]:

@@ -8,12 +8,12 @@ hasten bench-diffusion --resume --out results/bench-diffusion
 from __future__ import annotations
 
 import datetime
-import shlex
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from ...benchcore import command_line
 
 __all__ = ["add_commands", "bench_diffusion", "DEFAULT_MODELS"]
 
@@ -21,7 +21,7 @@ DEFAULT_MODELS = ("digits-dit", "reach-policy")  # those of them that are instal
 
 
 def _command() -> str:
-    return shlex.join(["hasten", *sys.argv[1:]]) if Path(sys.argv[0]).name == "hasten" else shlex.join(sys.argv)
+    return command_line()
 
 
 def bench_diffusion(

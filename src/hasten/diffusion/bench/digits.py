@@ -153,7 +153,7 @@ class DigitsSuite:
         }
 
     def render(self, outputs: list[tuple[str, SuiteOutput]], path: Path) -> bool:
-        from hasten.diffusion.bench.plots import image_rows
+        from hasten.benchcore.plots import image_rows
 
         image_rows([(title, out.output[: min(10, self.images)]) for title, out in outputs], path)
         return True

@@ -1,10 +1,10 @@
 """Records of ``hasten bench-diffusion``: one JSON line per (model, method, setting, seed).
 
-Written through :class:`hasten.bench.records.RecordLog` (one whole line per ``write``,
+Written through :class:`hasten.benchcore.RecordLog` (one whole line per ``write``,
 synced; an unterminated last line left by a kill is cut on reopening and never read back).
 JSON has no infinity, and PSNR of identical outputs is ``inf``: non-finite floats are
 stored as the strings ``"inf"``, ``"-inf"`` and ``"nan"`` and turned back into floats on
-reading (:func:`encode` / :func:`decode`).
+reading (:func:`encode` / :func:`decode`, the bench core's ``encode_non_finite`` / ``decode_non_finite``).
 
 Record fields: ``model``, ``method``, ``setting`` (the setting's label; ``"-"`` for
 uncached), ``seed``, ``seconds`` (fastest timed sampling call of the method),
@@ -17,17 +17,24 @@ gave the same output), the suite's fidelity metrics (e.g. ``psnr``, ``ssim``, ``
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
 
-from hasten.bench.records import RecordLog, read_records
+from ...benchcore.records import RECORDS_FILE, RecordLog, decode_non_finite, encode_non_finite, read_records
 
-__all__ = ["RECORDS_FILE", "RecordLog", "decode", "encode", "output_path", "read_bench_records", "record_key"]
+__all__ = [
+    "RECORDS_FILE",
+    "RecordLog",
+    "decode",
+    "encode",
+    "read_bench_records",
+    "record_key",
+    "output_path",
+    "TEXT_FIELDS",
+]
 
-RECORDS_FILE = "records.jsonl"
-_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+TEXT_FIELDS = ("model", "method", "setting", "error")  # never decoded to floats, even when spelled "inf"
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, str, str, int]:
@@ -35,30 +42,14 @@ def record_key(record: dict[str, Any]) -> tuple[str, str, str, int]:
     return record["model"], record["method"], record["setting"], int(record["seed"])
 
 
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _encode_value(v) for k, v in value.items()}
-    return value
-
-
-def _decode_value(key: str, value: Any) -> Any:
-    if isinstance(value, str) and value in _NON_FINITE and key not in ("model", "method", "setting", "error"):
-        return _NON_FINITE[value]
-    if isinstance(value, dict):
-        return {k: _decode_value(k, v) for k, v in value.items()}
-    return value
-
-
 def encode(record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with non-finite floats replaced by strings. Example: ``{"psnr": inf}`` -> ``{"psnr": "inf"}``."""
-    return {k: _encode_value(v) for k, v in record.items()}
+    return encode_non_finite(record)
 
 
 def decode(record: dict[str, Any]) -> dict[str, Any]:
     """Inverse of :func:`encode`. Example: ``{"psnr": "inf"}`` -> ``{"psnr": inf}``."""
-    return {k: _decode_value(k, v) for k, v in record.items()}
+    return decode_non_finite(record, TEXT_FIELDS)
 
 
 def read_bench_records(path: str | Path) -> list[dict[str, Any]]:
@@ -71,7 +62,7 @@ def read_bench_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def output_path(out: Path, model: str, method: str, label: str) -> Path:
-    """Where a setting's first-seed output is saved. Example: (out, "m", "static",
-    "interval=2, warmup=2") -> out/outputs/m/static__interval-2-warmup-2.npy."""
+    """Where a setting's first-seed output is saved in the run folder. Example: (out, "m",
+    "static", "interval=2, warmup=2") -> out/outputs/m/static__interval-2-warmup-2.npy."""
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", label).strip("-") or "default"
     return out / "outputs" / model / f"{method}__{slug}.npy"

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from hasten.bench.records import read_meta
-from hasten.diffusion.bench.records import RECORDS_FILE, output_path, read_bench_records
-from hasten.diffusion.bench.suite import UNCACHED, DiffusionSuite, SuiteOutput
+from ...benchcore import markdown_table, number, pareto_plot, read_meta
+from .records import RECORDS_FILE, output_path, read_bench_records
+from .suite import UNCACHED, DiffusionSuite, SuiteOutput
 
 __all__ = ["REPORT_FILE", "render_report", "report_markdown", "summarize", "best_setting"]
 
@@ -33,11 +33,7 @@ PSNR_TARGET = 30.0  # dB: the fidelity bar the report's "best" line uses
 
 def _fmt(value: Any, spec: str) -> str:
     """Example: (inf, ".1f") -> "inf"; (None, ...) -> "—"; (0.25, ".1%") -> "25.0%"."""
-    if not isinstance(value, (int, float)):
-        return "—"
-    if not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    return f"{value:{spec}}"
+    return number(value, spec)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -83,7 +79,7 @@ def _model_section(model: str, info: dict[str, Any], records: Sequence[dict[str,
     rows = summarize(records, model, metrics)
     lines = [f"## {model}", "", info.get("describe", ""), ""]
     header = ["method", "setting", "s/run", "speedup", "skipped", *metrics]
-    lines += ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    lines += markdown_table(header, [], "ll" + "r" * (len(header) - 2))
     for row in rows:
         if "error" in row:
             lines.append(
@@ -140,8 +136,6 @@ def report_markdown(meta: dict[str, Any], records: Sequence[dict[str, Any]], out
 
 
 def _pareto_plots(meta: dict[str, Any], records: Sequence[dict[str, Any]], out: Path) -> None:
-    from hasten.diffusion.bench.plots import pareto_plot
-
     for model in meta.get("models", []):
         info = meta.get("suites", {}).get(model, {})
         rows = summarize(records, model, info.get("metric_names", []))
@@ -159,7 +153,6 @@ def _pareto_plots(meta: dict[str, Any], records: Sequence[dict[str, Any]], out: 
 def _sample_grids(
     meta: dict[str, Any], records: Sequence[dict[str, Any]], out: Path, suites: Mapping[str, DiffusionSuite]
 ) -> None:
-
     for model in meta.get("models", []):
         suite = suites.get(model)
         if suite is None:

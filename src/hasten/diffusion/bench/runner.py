@@ -20,9 +20,7 @@ grid, which :func:`run_bench` draws at the end.
 
 from __future__ import annotations
 
-import datetime
 import os
-import platform
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,19 +29,23 @@ from typing import Any
 
 import numpy as np
 
-from hasten.bench.records import read_meta, write_meta
-from hasten.diffusion.bench.records import (
-    RECORDS_FILE,
-    RecordLog,
-    encode,
-    output_path,
-    read_bench_records,
-    record_key,
+from ...benchcore import (
+    check_resume,
+    interleaved_pairs,
+    machine,
+    progress_bar,
+    speedup_of_fastest,
+    utc_date,
+    versions,
+    write_meta,
 )
-from hasten.diffusion.bench.registry import get_suite
-from hasten.diffusion.bench.suite import UNCACHED, DiffusionSuite, Setting, SuiteOutput
+from .records import RECORDS_FILE, RecordLog, encode, output_path, read_bench_records, record_key
+from .registry import get_suite
+from .report import render_report
+from .suite import UNCACHED, DiffusionSuite, Setting, SuiteOutput
 
 __all__ = ["BenchOptions", "run_bench", "measure_setting", "output_path", "UNCACHED_LABEL", "PROTOCOL_FIELDS"]
+# output_path lives in .records (the run folder's layout) and is re-exported here
 
 UNCACHED_LABEL = "-"
 PROTOCOL_FIELDS = ("models", "quick", "seeds", "repeats")  # meta.json fields --resume must match
@@ -92,14 +94,10 @@ def measure_setting(
     Raises:
         whatever ``suite.run`` raises.
     """
-    runs: list[SuiteOutput] = []
-    uncached_seconds: list[float] = []
-    for pair in range(repeats):
-        for method in (UNCACHED, setting.method) if pair % 2 == 0 else (setting.method, UNCACHED):
-            if method == UNCACHED:
-                uncached_seconds.append(suite.run(UNCACHED, None, seed).seconds)
-            else:
-                runs.append(suite.run(setting.method, setting.config, seed))
+    uncached, runs = interleaved_pairs(
+        lambda: suite.run(UNCACHED, None, seed), lambda: suite.run(setting.method, setting.config, seed), repeats
+    )
+    uncached_seconds = [r.seconds for r in uncached]
     first = runs[0]
     seconds = min(r.seconds for r in runs)
     record = {
@@ -109,7 +107,7 @@ def measure_setting(
         "seed": seed,
         "seconds": seconds,
         "uncached_seconds": min(uncached_seconds),
-        "speedup": min(uncached_seconds) / seconds if seconds > 0 else float("inf"),
+        "speedup": speedup_of_fastest(uncached_seconds, [r.seconds for r in runs]),
         "skipped_fraction": first.skipped_fraction,
         "repeats": repeats,
         "deterministic": all(np.array_equal(first.output, r.output) for r in runs[1:]),
@@ -147,10 +145,6 @@ def _save_output(path: Path, output: np.ndarray) -> None:
 
 
 def _meta(options: BenchOptions, suites: Mapping[str, DiffusionSuite]) -> dict[str, Any]:
-    import torch
-
-    import hasten
-
     return {
         "models": list(options.models),
         "quick": options.quick,
@@ -166,35 +160,16 @@ def _meta(options: BenchOptions, suites: Mapping[str, DiffusionSuite]) -> dict[s
             }
             for name, s in suites.items()
         },
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "versions": {"hasten": hasten.__version__, "torch": torch.__version__},
+        "machine": machine(cpu_name=False),
+        "date": utc_date(),
+        "versions": versions(),
     }
 
 
 def _prepare(options: BenchOptions, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    path = options.out / RECORDS_FILE
-    existing = read_bench_records(path)
-    if existing and not options.resume:
-        raise ValueError(
-            f"{options.out} already holds {len(existing)} records; pass --resume to continue "
-            "that run, or choose another --out"
-        )
-    if options.resume and (options.out / "meta.json").is_file():
-        before = read_meta(options.out)
-        differ = [f for f in PROTOCOL_FIELDS if before.get(f) != meta[f]]
-        if differ:
-            raise ValueError(f"cannot resume {options.out}: {', '.join(differ)} differ from that run")
+    check_resume(options.out, meta, options.resume, PROTOCOL_FIELDS, missing_differs=True)
     write_meta(options.out, meta)
-    return existing if options.resume else []
-
-
-def _bar(total: int, initial: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total, initial=initial, disable=not enabled, unit="setting", dynamic_ncols=True, desc="bench-diffusion"
-    )
+    return read_bench_records(options.out / RECORDS_FILE) if options.resume else []
 
 
 def run_bench(options: BenchOptions, suites: Mapping[str, DiffusionSuite] | None = None) -> Path:
@@ -212,8 +187,6 @@ def run_bench(options: BenchOptions, suites: Mapping[str, DiffusionSuite] | None
         ``resume`` with a run of other models/seeds/repeats/quick. KeyboardInterrupt: after
         the report of what finished is written.
     """
-    from hasten.diffusion.bench.report import render_report
-
     suites = dict(suites) if suites is not None else {n: get_suite(n, options.quick) for n in options.models}
     missing = [n for n in options.models if n not in suites]
     if missing:
@@ -229,7 +202,10 @@ def run_bench(options: BenchOptions, suites: Mapping[str, DiffusionSuite] | None
         if (n, method, label, seed) in done
     )
     try:
-        with RecordLog(options.out / RECORDS_FILE) as log, _bar(total, resumed, options.progress) as bar:
+        with (
+            RecordLog(options.out / RECORDS_FILE) as log,
+            progress_bar(total, resumed, enabled=options.progress, unit="setting", desc="bench-diffusion") as bar,
+        ):
             for name in options.models:
                 for seed in options.seeds:
                     _run_seed(suites[name], plan[name], seed, options, done, log, bar)
