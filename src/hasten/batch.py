@@ -46,6 +46,8 @@ from .targets import model_eos_ids
 from .tree import DraftTree, tree_layout
 from .verify import walk_tree
 
+_HEADROOM = 64  # spare KV slots allocated past the longest row when a row joins
+
 __all__ = [
     "AutoOff",
     "AutoOffConfig",
@@ -297,8 +299,10 @@ class BatchedDecoder:
         self.context_length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.rows: list[BatchRow] = []
-        self.keys: list[torch.Tensor] | None = None  # per layer (B, heads, L, head_dim)
-        self.values: list[torch.Tensor] | None = None
+        # per layer (B, heads, capacity, head_dim) buffers, written in place; slots [0, L) are live
+        self._kbuf: list[torch.Tensor] | None = None
+        self._vbuf: list[torch.Tensor] | None = None
+        self._length = 0
         self.forwards = 0
         self.batch_budget = batch_budget
         self._curve: CostCurve | None = None
@@ -312,7 +316,32 @@ class BatchedDecoder:
     @property
     def length(self) -> int:
         """L: cached slots (the longest row's cached tokens, after compaction)."""
-        return 0 if self.keys is None else self.keys[0].shape[2]
+        return self._length
+
+    @property
+    def keys(self) -> list[torch.Tensor] | None:
+        """Per layer the live keys (B, heads, L, head_dim): a view of the in-place buffer
+        (slots past a row's ``cached`` are padding), or None before anything is cached."""
+        return None if self._kbuf is None else [k[:, :, : self._length] for k in self._kbuf]
+
+    @property
+    def values(self) -> list[torch.Tensor] | None:
+        """Per layer the live values (B, heads, L, head_dim), as :attr:`keys`."""
+        return None if self._vbuf is None else [v[:, :, : self._length] for v in self._vbuf]
+
+    def _reserve(self, needed: int) -> None:
+        """Grow the buffers (capacity doubles) so that ``needed`` slots fit; copies the live slots."""
+        if self._kbuf is None or self._kbuf[0].shape[2] >= needed:
+            return
+        capacity = max(2 * self._kbuf[0].shape[2], needed)
+
+        def grow(t: torch.Tensor) -> torch.Tensor:
+            new = t.new_zeros((t.shape[0], t.shape[1], capacity, t.shape[3]))
+            new[:, :, : self._length] = t[:, :, : self._length]
+            return new
+
+        self._kbuf = [grow(k) for k in self._kbuf]
+        self._vbuf = [grow(v) for v in self._vbuf]
 
     # ----- requests join and leave -----
     def make_row(self, req: BatchRequest) -> BatchRow:
@@ -384,33 +413,43 @@ class BatchedDecoder:
         self.rows.append(row)
 
     def _merge(self, keys: list[torch.Tensor] | None, values: list[torch.Tensor] | None) -> None:
-        if self.keys is None and keys is None:
+        """Append one row (its prefill's (1, heads, P, head_dim) keys/values, or None when it
+        caches nothing) to the buffers: one copy of the live slots, at join time only."""
+        if self._kbuf is None and keys is None:
             return
-        if self.keys is None:  # rows so far cache nothing: give them empty slots
-            b = len(self.rows)
-            self.keys = [k.new_zeros((b, *k.shape[1:2], 0, k.shape[-1])) for k in keys]
-            self.values = [v.new_zeros((b, *v.shape[1:2], 0, v.shape[-1])) for v in values]
-        if keys is None:
-            keys = [k.new_zeros((1, k.shape[1], 0, k.shape[-1])) for k in self.keys]
-            values = [v.new_zeros((1, v.shape[1], 0, v.shape[-1])) for v in self.values]
-        length = max(self.length, keys[0].shape[2])
+        b = len(self.rows)
+        cached = 0 if keys is None else keys[0].shape[2]
+        length = max(self._length, cached)
+        template = self._kbuf if self._kbuf is not None else keys
+        capacity = max(length + _HEADROOM, 0 if self._kbuf is None else self._kbuf[0].shape[2])
 
-        def pad(t: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[2]))
+        def merged(old: torch.Tensor | None, new: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+            out = like.new_zeros((b + 1, like.shape[1], capacity, like.shape[3]))  # zeros: padding stays finite
+            if old is not None:
+                out[:b, :, : self._length] = old[:, :, : self._length]
+            if new is not None:
+                out[b, :, :cached] = new[0]
+            return out
 
-        self.keys = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.keys, keys)]
-        self.values = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.values, values)]
+        old_k = self._kbuf or [None] * len(template)
+        old_v = self._vbuf or [None] * len(template)
+        new_k = keys or [None] * len(template)
+        new_v = values or [None] * len(template)
+        like_v = self._vbuf if self._vbuf is not None else values
+        self._kbuf = [merged(o, n, t) for o, n, t in zip(old_k, new_k, template)]
+        self._vbuf = [merged(o, n, t) for o, n, t in zip(old_v, new_v, like_v)]
+        self._length = length
 
     def remove(self, row: BatchRow) -> None:
         """Drop ``row`` (finished or cancelled) and its KV slots."""
         index = self.rows.index(row)
         self.rows.pop(index)
-        if self.keys is None:
+        if self._kbuf is None:
             return
         keep = torch.tensor([i for i in range(len(self.rows) + 1) if i != index], dtype=torch.long, device=self.device)
-        length = max((r.cached for r in self.rows), default=0)
-        self.keys = [k.index_select(0, keep)[:, :, :length] for k in self.keys]
-        self.values = [v.index_select(0, keep)[:, :, :length] for v in self.values]
+        self._length = max((r.cached for r in self.rows), default=0)
+        self._kbuf = [k.index_select(0, keep) for k in self._kbuf]
+        self._vbuf = [v.index_select(0, keep) for v in self._vbuf]
 
     # ----- one step -----
     def _draft_or_fail(self, row: BatchRow) -> DraftTree:
@@ -490,17 +529,31 @@ class BatchedDecoder:
         return ids.to(self.device), positions.to(self.device), mask[:, None].to(self.device)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """One target forward; the Q new keys/values are written in place at slots [L, L + Q)."""
         cache = DynamicCache(config=self.model.config)
-        if self.keys is not None:
-            for layer, k, v in zip(cache.layers, self.keys, self.values):
-                layer.keys, layer.values, layer.device, layer.is_initialized = k, v, k.device, True
+        if self._kbuf is not None:
+            self._reserve(self._length + ids.shape[1])
+            layers = []
+            for k, v in zip(self._kbuf, self._vbuf):
+                layer = kv.PreallocatedLayer()
+                layer._keys_buffer, layer._values_buffer = k, v
+                layer.capacity, layer.length = k.shape[2], self._length
+                layer.device, layer.is_initialized = k.device, True
+                layer._publish()
+                layers.append(layer)
+            cache.layers = layers
         with torch.inference_mode():
             logits = self.model(
                 input_ids=ids, position_ids=positions, attention_mask=mask, **{self.cache_kw: cache}, use_cache=True
             ).logits
         self.forwards += 1
-        self.keys = [layer.keys for layer in cache.layers]
-        self.values = [layer.values for layer in cache.layers]
+        if self._kbuf is None:  # nothing cached before this step: take the cache's tensors as buffers
+            self._kbuf = [layer.keys.clone() for layer in cache.layers]
+            self._vbuf = [layer.values.clone() for layer in cache.layers]
+        else:
+            self._kbuf = [layer._keys_buffer for layer in cache.layers]
+            self._vbuf = [layer._values_buffer for layer in cache.layers]
+        self._length += ids.shape[1]
         return logits
 
     def _accept(
@@ -535,12 +588,13 @@ class BatchedDecoder:
         logits = self._forward(ids, positions, mask)
         seconds = time.perf_counter() - start
         length = self.length - ids.shape[1]
-        gather: list[list[int]] = []
+        moves: list[tuple[int, int, int]] = []
         for i, (row, draft) in enumerate(zip(self.rows, drafts)):
             path, nxt, row_tokens, scores = self._accept(row, draft, logits[i, : len(draft) + 1])
-            gather.append(list(range(row.cached)) + [length + r for r in [0] + [node + 1 for node in path]])
+            kept = [0] + [node + 1 for node in path]  # verification rows this row keeps: root, accepted nodes
+            moves.extend((i, length + r, row.cached + j) for j, r in enumerate(kept))
             self._finish_step(row, draft, path, nxt, row_tokens, scores, seconds)
-        self._compact(gather)
+        self._compact(moves)
         return [row for row in self.rows if row.done]
 
     def _finish_step(
@@ -582,17 +636,15 @@ class BatchedDecoder:
             except Exception as exc:  # noqa: BLE001  (see _draft_or_fail)
                 row.error = exc
 
-    def _compact(self, gather: list[list[int]]) -> None:
-        """Per-row KV compaction: row b keeps the slots ``gather[b]``, left-aligned."""
-        length = max(len(g) for g in gather)
-        if all(g == list(range(len(g))) for g in gather) and all(len(g) == length for g in gather):
-            self.keys = [k[:, :, :length] for k in self.keys]  # every row kept a prefix: no copy
-            self.values = [v[:, :, :length] for v in self.values]
-            return
-        index = torch.tensor([g + [0] * (length - len(g)) for g in gather], dtype=torch.long, device=self.device)
-
-        def take(t: torch.Tensor) -> torch.Tensor:
-            return t.gather(2, index[:, None, :, None].expand(t.shape[0], t.shape[1], length, t.shape[3]))
-
-        self.keys = [take(k) for k in self.keys]
-        self.values = [take(v) for v in self.values]
+    def _compact(self, moves: list[tuple[int, int, int]]) -> None:
+        """Per-row KV compaction, in place: each ``(row, source, target)`` copies one slot of
+        this step's verification rows down to the end of that row's committed tokens (the
+        row's older slots do not move, so a step copies O(B * accepted) slots, not the cache).
+        L becomes the longest row's cached length; slots past a row's length are padding."""
+        moves = [m for m in moves if m[1] != m[2]]
+        if moves:
+            rows, source, target = (torch.tensor(col, dtype=torch.long, device=self.device) for col in zip(*moves))
+            for k, v in zip(self._kbuf, self._vbuf):
+                k[rows, :, target] = k[rows, :, source]  # the right side is gathered before the write
+                v[rows, :, target] = v[rows, :, source]
+        self._length = max(row.cached for row in self.rows)

@@ -119,9 +119,8 @@ def test_negative_control_without_compaction_differs(model, monkeypatch):
         for p in ps
     ]
 
-    def no_compaction(self, gather):
-        length = self.length
-        self.keys = [k[:, :, :length] for k in self.keys]
+    def no_compaction(self, moves):  # keeps every verified row where the forward wrote it
+        self._length = max(row.cached for row in self.rows)
 
     monkeypatch.setattr(BatchedDecoder, "_compact", no_compaction)
     reqs = [BatchRequest(p, 24, method="prompt_lookup", eos_token_id=[], draft_budget=None) for p in ps]
@@ -130,6 +129,39 @@ def test_negative_control_without_compaction_differs(model, monkeypatch):
     except Exception:  # a broken cache may also fail outright
         return
     assert got != expected
+
+
+def test_in_place_cache_equals_a_fresh_prefill(model):
+    """After steps with different acceptance per row, joins and a leave, each row's live KV slots
+    equal an independent batch-1 prefill of its committed tokens (the in-place per-row compaction
+    moved exactly the accepted slots), and the padding slots are finite."""
+    import torch
+    from transformers import DynamicCache
+
+    from hasten import kv
+
+    ps = prompts()[2:6]
+    refs = [hasten.generate(model, p, max_new_tokens=18, eos_token_id=[]).sequences[0].tolist() for p in ps]
+    dec = BatchedDecoder(model, batch_budget=False)
+    rows = []
+    for i, (p, ref) in enumerate(zip(ps, refs)):
+        drafter = OracleDrafter(ref, wrong=i % 2 == 1)
+        rows.append(dec.make_row(BatchRequest(p, 18, method=drafter, eos_token_id=[], draft_budget=None)))
+        dec.add(rows[-1])
+        dec.step()
+    dec.remove(rows[1])
+    for _ in range(3):
+        dec.step()
+    assert len({row.cached for row in dec.rows}) > 1  # rows of different lengths share the buffers
+    for b, row in enumerate(dec.rows):
+        cache = DynamicCache(config=model.config)
+        with torch.inference_mode():
+            model(input_ids=torch.tensor([row.run.tokens[:-1]]), **{kv.cache_kwarg(model): cache}, use_cache=True)
+        assert len(cache.layers) == len(dec.keys) and cache.layers[0].keys.shape[2] == row.cached
+        for layer, keys, values in zip(cache.layers, dec.keys, dec.values):
+            assert torch.allclose(keys[b, :, : row.cached], layer.keys[0], atol=1e-12)
+            assert torch.allclose(values[b, :, : row.cached], layer.values[0], atol=1e-12)
+            assert torch.isfinite(keys).all() and torch.isfinite(values).all()
 
 
 def test_prompt_past_context_is_refused_before_work(model):
