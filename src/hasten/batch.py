@@ -28,6 +28,8 @@ Dims: B rows, Q query rows per step (root + padded draft), L cached slots, V voc
 
 from __future__ import annotations
 
+import collections
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ _HEADROOM = 64  # spare KV slots allocated past the longest row when a row joins
 __all__ = [
     "AutoOff",
     "AutoOffConfig",
+    "BatchCost",
     "BatchRequest",
     "BatchRow",
     "BatchedDecoder",
@@ -105,22 +108,100 @@ class AutoOffConfig:
             raise ValueError(f"invalid AutoOffConfig {self}")
 
 
-def batch_width(expected: Sequence[Sequence[float]], curve: CostCurve) -> int:
+class BatchCost:
+    """Seconds per batched verification forward of B rows x Q query tokens per row, as this
+    decoder measures them.
+
+    The batch-1 cost curve (:mod:`hasten.cost`, measured on a 256-token context, and noisy
+    on a busy machine) misjudges a padded batch: every one of the B rows attends over its
+    own L cached slots for each of its Q query rows, so a B x 2 step on a long context can
+    cost 1.6x a B x 1 step where the curve's cost(2B) / cost(B) is ~1.0. So the decoder
+    times its own forwards (the median of the last ``window`` of each shape) and
+    :meth:`cost` answers, for B rows and width Q:
+
+    1. Q timed: its median;
+    2. two or more other widths timed at B: linear interpolation between the nearest timed
+       widths (extrapolation from the last two), never below a timed narrower width;
+    3. one width Q' timed at B: ``timed(B, Q') * M(B * Q) / M(B * Q')``, where M is the curve
+       made monotone (M(n) = max of curve.cost(s) for s <= n);
+    4. nothing timed at B: M(B * Q).
+
+    :meth:`known` says whether a plain step (Q = 1) has been timed at B; the width rule
+    (:func:`batch_width`) takes a plain step until it has, so every later comparison is
+    against a measured plain step, and a width the curve makes look cheap is tried and
+    then judged on its own timing.
+
+    Example: curve cost(8) = 1.5, cost(16) = 1.8, cost(24) = 2.1 s. Timed (8, 1) = 1.5 s
+    only: cost(8, 2) = 1.5 * 1.8 / 1.5 = 1.8. Timed also (8, 2) = 2.7 s: cost(8, 3) =
+    2.7 + (2.7 - 1.5) = 3.9 (extrapolated).
+
+    Raises:
+        ValueError: window < 1.
+    """
+
+    def __init__(self, curve: CostCurve, window: int = 8):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.curve, self.window = curve, window
+        self.timed: dict[tuple[int, int], collections.deque[float]] = {}
+
+    def observe(self, rows: int, width: int, seconds: float) -> None:
+        """Record one forward of ``rows`` rows x ``width`` query tokens that took ``seconds``."""
+        self.timed.setdefault((rows, width), collections.deque(maxlen=self.window)).append(seconds)
+
+    def known(self, rows: int) -> bool:
+        """Whether a plain step (width 1) of ``rows`` rows has been timed."""
+        return (rows, 1) in self.timed
+
+    def _monotone(self, size: int) -> float:
+        return max(self.curve.cost(s) for s in range(1, size + 1))
+
+    def cost(self, rows: int, width: int) -> float:
+        """Estimated seconds of a (rows, width) forward (see the class docstring)."""
+        points = sorted((q, statistics.median(t)) for (b, q), t in self.timed.items() if b == rows)
+        if not points:
+            return self._monotone(rows * width)
+        widths = [q for q, _ in points]
+        if width in widths:
+            return points[widths.index(width)][1]
+        if len(points) == 1:
+            ((q, seconds),) = points
+            return seconds * self._monotone(rows * width) / self._monotone(rows * q)
+        above = next((k for k, q in enumerate(widths) if q > width), len(points))
+        lo, hi = (above - 1, above) if 0 < above < len(points) else ((0, 1) if above == 0 else (-2, -1))
+        (q0, t0), (q1, t1) = points[lo], points[hi]
+        estimate = t0 + (t1 - t0) * (width - q0) / (q1 - q0)
+        narrower = [t for q, t in points if q < width]
+        return max([estimate, *narrower])
+
+
+def batch_width(expected: Sequence[Sequence[float]], cost: CostCurve | BatchCost) -> int:
     """Draft nodes per row (Q - 1) that maximize committed tokens per second for the whole batch.
 
     Every row's tree is padded to the widest, so one row's long draft makes all B rows pay
-    for Q query tokens: a step costs ``cost(B * Q)`` on the (batch-1) measured curve. Row b
-    expects ``expected[b][n]`` committed tokens when it verifies n nodes (``expected[b][0]``
-    = 1, a plain step); the width n* = argmax_n sum_b expected[b][min(n, len - 1)] / cost(B * (n + 1)).
+    for Q query tokens: a step costs ``cost(B, Q)`` (a :class:`BatchCost`: the decoder's own
+    timings, and 0 until a plain step of B rows has been timed; or, given a batch-1
+    :class:`~hasten.cost.CostCurve`, ``curve.cost(B * Q)``).
+    Row b expects ``expected[b][n]`` committed tokens when it verifies n nodes
+    (``expected[b][0]`` = 1, a plain step); the width is
+    n* = argmax_n sum_b expected[b][min(n, len - 1)] / cost(B, n + 1), ties to the smaller n,
+    so 0 (no drafting for any row) unless drafting is estimated strictly faster than plain
+    steps for the batch as a whole.
 
     Example: two rows, each expecting [1, 1.1] (a weak draft), on a curve where
     cost(4) = 1.6 * cost(2): 2.2 / 1.6 < 2 / 1, so the width is 0 (plain steps).
     """
     rows = len(expected)
+    if isinstance(cost, BatchCost):
+        if not cost.known(rows):
+            return 0  # time a plain step of this batch size first: the baseline every width is judged against
+        step = cost.cost
+    else:
+        step = lambda b, q: cost.cost(b * q)  # noqa: E731
     widest = max((len(e) - 1 for e in expected), default=0)
-    best, best_rate = 0, sum(e[0] for e in expected) / curve.cost(rows)
+    best, best_rate = 0, sum(e[0] for e in expected) / step(rows, 1)
     for n in range(1, widest + 1):
-        rate = sum(e[min(n, len(e) - 1)] for e in expected) / curve.cost(rows * (n + 1))
+        rate = sum(e[min(n, len(e) - 1)] for e in expected) / step(rows, n + 1)
         if rate > best_rate:
             best, best_rate = n, rate
     return best
@@ -306,12 +387,19 @@ class BatchedDecoder:
         self.forwards = 0
         self.batch_budget = batch_budget
         self._curve: CostCurve | None = None
+        self._batch_cost: BatchCost | None = None
 
     # ----- cost curve (shared by the budget and auto-off of every row) -----
     def cost_curve(self) -> CostCurve:
         if self._curve is None:
             self._curve = load_or_measure(self.model)
         return self._curve
+
+    def batch_cost(self) -> BatchCost:
+        """This decoder's timings of its batched forwards (:class:`BatchCost`), used by the width rule."""
+        if self._batch_cost is None:
+            self._batch_cost = BatchCost(self.cost_curve())
+        return self._batch_cost
 
     @property
     def length(self) -> int:
@@ -496,7 +584,7 @@ class BatchedDecoder:
 
     def _cut_to_batch_width(self, drafts: list[DraftTree]) -> list[DraftTree]:
         """Cut every row's draft to the batch-optimal width (:func:`batch_width`); never changes output."""
-        width = batch_width([self._expected(row, d) for row, d in zip(self.rows, drafts)], self.cost_curve())
+        width = batch_width([self._expected(row, d) for row, d in zip(self.rows, drafts)], self.batch_cost())
         cut = []
         for row, draft in zip(self.rows, drafts):
             if len(draft) > width:
@@ -587,6 +675,8 @@ class BatchedDecoder:
         start = time.perf_counter()
         logits = self._forward(ids, positions, mask)
         seconds = time.perf_counter() - start
+        if len(self.rows) > 1 and self.batch_budget:
+            self.batch_cost().observe(ids.shape[0], ids.shape[1], seconds)
         length = self.length - ids.shape[1]
         moves: list[tuple[int, int, int]] = []
         for i, (row, draft) in enumerate(zip(self.rows, drafts)):

@@ -281,3 +281,52 @@ def test_batch_width_cut_never_changes_output(model):
         hasten.generate(model, p, method="suffix", max_new_tokens=24, eos_token_id=[]).sequences[0].tolist() for p in ps
     ]
     assert run_batch(model, reqs) == expected
+
+
+def test_batch_cost_hand_examples():
+    """The decoder's own step timings override the batch-1 curve (values hand-computed)."""
+    from hasten.batch import BatchCost
+
+    curve = CostCurve((1, 8, 16, 24), (0.5, 1.5, 1.8, 2.1))
+    cost = BatchCost(curve, window=3)
+    assert not cost.known(8)
+    assert cost.cost(8, 2) == pytest.approx(1.8)  # nothing timed: the curve at 8 * 2 tokens
+    cost.observe(8, 1, 1.5)
+    assert cost.known(8) and not cost.known(4)
+    assert cost.cost(8, 2) == pytest.approx(1.5 * 1.8 / 1.5)  # one width timed: scaled by the curve
+    for seconds in (2.7, 2.9, 10.0):
+        cost.observe(8, 2, seconds)
+    assert cost.cost(8, 2) == pytest.approx(2.9)  # median of the window
+    assert cost.cost(8, 3) == pytest.approx(2.9 + (2.9 - 1.5))  # extrapolated from the last two widths
+    cost.observe(8, 4, 3.5)
+    assert cost.cost(8, 3) == pytest.approx(2.9 + (3.5 - 2.9) / 2)  # interpolated
+    cost.observe(8, 2, 1.0)
+    cost.observe(8, 2, 1.0)  # window 3: (10.0, 1.0, 1.0) -> median 1.0
+    assert cost.cost(8, 2) == pytest.approx(1.0)
+    dip = BatchCost(CostCurve((1, 8, 16), (0.5, 1.5, 1.4)))  # a noisy curve: 16 tokens "cheaper" than 8
+    dip.observe(8, 1, 1.5)
+    assert dip.cost(8, 2) == pytest.approx(1.5)  # the curve made monotone: never cheaper than a plain step
+
+
+def test_batch_width_rule_on_measured_costs():
+    """The batch-level auto-off: drafting only where the batch's own timings say it pays.
+
+    Curve cost(8) = 1.5 s, cost(16) = 1.8 s: on the curve a width of 1 looks nearly free for
+    8 rows. Each row expects 1.5 committed tokens with one drafted node.
+    - nothing timed at B = 8: a plain step first (width 0), whatever the rows expect;
+    - plain step timed 1.5 s, width 2 estimated 1.8 s: 8 * 1.5 / 1.8 = 6.67 > 8 / 1.5 = 5.33 -> draft 1;
+    - width 2 then timed 2.7 s (padding: every row pays for Q = 2): 12 / 2.7 = 4.44 < 5.33 -> 0;
+    - rows expecting 2.0 with one node: 16 / 2.7 = 5.93 > 5.33 -> draft again."""
+    from hasten.batch import BatchCost, batch_width
+
+    cost = BatchCost(CostCurve((1, 8, 16, 24), (0.5, 1.5, 1.8, 2.1)))
+    expected = [[1.0, 1.5]] * 8
+    assert batch_width([[1.0, 2.0]] * 8, cost) == 0
+    cost.observe(8, 1, 1.5)
+    assert batch_width(expected, cost) == 1
+    cost.observe(8, 2, 2.7)
+    assert batch_width(expected, cost) == 0
+    assert batch_width([[1.0, 2.0]] * 8, cost) == 1
+    # width 2 (Q = 3) extrapolated to 2.7 + 1.2 = 3.9 s: 8 * 2.9 / 3.9 = 5.95 > 16 / 2.7 = 5.93
+    assert batch_width([[1.0, 2.0, 2.9]] * 8, cost) == 2
+    assert batch_width([[1.0, 2.0, 2.8]] * 8, cost) == 1  # 22.4 / 3.9 = 5.74 < 5.93
