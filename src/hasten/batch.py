@@ -128,8 +128,9 @@ class BatchCost:
 
     :meth:`known` says whether a plain step (Q = 1) has been timed at B; the width rule
     (:func:`batch_width`) takes a plain step until it has, so every later comparison is
-    against a measured plain step, and a width the curve makes look cheap is tried and
-    then judged on its own timing.
+    against a measured plain step, and it widens at most one past the widest timed width
+    (:meth:`widest`), so a width the curve makes look cheap is tried for one step and then
+    judged on its own timing, never a jump to a wide, slow step on the curve's word.
 
     Example: curve cost(8) = 1.5, cost(16) = 1.8, cost(24) = 2.1 s. Timed (8, 1) = 1.5 s
     only: cost(8, 2) = 1.5 * 1.8 / 1.5 = 1.8. Timed also (8, 2) = 2.7 s: cost(8, 3) =
@@ -152,6 +153,10 @@ class BatchCost:
     def known(self, rows: int) -> bool:
         """Whether a plain step (width 1) of ``rows`` rows has been timed."""
         return (rows, 1) in self.timed
+
+    def widest(self, rows: int) -> int:
+        """The widest width (query tokens per row) timed at ``rows`` rows (0: none)."""
+        return max((q for b, q in self.timed if b == rows), default=0)
 
     def _monotone(self, size: int) -> float:
         return max(self.curve.cost(s) for s in range(1, size + 1))
@@ -180,7 +185,8 @@ def batch_width(expected: Sequence[Sequence[float]], cost: CostCurve | BatchCost
 
     Every row's tree is padded to the widest, so one row's long draft makes all B rows pay
     for Q query tokens: a step costs ``cost(B, Q)`` (a :class:`BatchCost`: the decoder's own
-    timings, and 0 until a plain step of B rows has been timed; or, given a batch-1
+    timings: 0 until a plain step of B rows has been timed, and at most one node wider than
+    the widest width timed at B; or, given a batch-1
     :class:`~hasten.cost.CostCurve`, ``curve.cost(B * Q)``).
     Row b expects ``expected[b][n]`` committed tokens when it verifies n nodes
     (``expected[b][0]`` = 1, a plain step); the width is
@@ -192,13 +198,14 @@ def batch_width(expected: Sequence[Sequence[float]], cost: CostCurve | BatchCost
     cost(4) = 1.6 * cost(2): 2.2 / 1.6 < 2 / 1, so the width is 0 (plain steps).
     """
     rows = len(expected)
+    widest = max((len(e) - 1 for e in expected), default=0)
     if isinstance(cost, BatchCost):
         if not cost.known(rows):
             return 0  # time a plain step of this batch size first: the baseline every width is judged against
         step = cost.cost
+        widest = min(widest, cost.widest(rows))  # explore one width wider than any timed at a time
     else:
         step = lambda b, q: cost.cost(b * q)  # noqa: E731
-    widest = max((len(e) - 1 for e in expected), default=0)
     best, best_rate = 0, sum(e[0] for e in expected) / step(rows, 1)
     for n in range(1, widest + 1):
         rate = sum(e[min(n, len(e) - 1)] for e in expected) / step(rows, n + 1)

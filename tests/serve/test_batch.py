@@ -324,6 +324,8 @@ def test_batch_width_rule_on_measured_costs():
     assert batch_width([[1.0, 2.0]] * 8, cost) == 0
     cost.observe(8, 1, 1.5)
     assert batch_width(expected, cost) == 1
+    # 8 * 4 / 2.1 = 15.2 would pick width 2 on the curve alone, but only width 1 (Q = 2) may be explored next
+    assert batch_width([[1.0, 2.0, 4.0]] * 8, cost) == 1
     cost.observe(8, 2, 2.7)
     assert batch_width(expected, cost) == 0
     assert batch_width([[1.0, 2.0]] * 8, cost) == 1
