@@ -54,6 +54,7 @@ __all__ = [
     "AutoOff",
     "AutoOffConfig",
     "BatchCost",
+    "BatchOff",
     "BatchRequest",
     "BatchRow",
     "BatchedDecoder",
@@ -178,6 +179,47 @@ class BatchCost:
         estimate = t0 + (t1 - t0) * (width - q0) / (q1 - q0)
         narrower = [t for q, t in points if q < width]
         return max([estimate, *narrower])
+
+
+class BatchOff:
+    """Batch-level auto-off: stop even proposing drafts while the width rule keeps refusing them.
+
+    When :func:`batch_width` picks width 0 on ``patience`` consecutive steps in which some
+    row proposed a draft, the drafters' proposals are pure overhead (every row verifies
+    only its root), so the next ``off_steps`` steps skip proposing; the off period doubles
+    each time this repeats (at most ``max_off_steps``) and resets when the rule next drafts.
+    Never changes output (drafts never do).
+
+    Example: patience 2, off_steps 3: refused, refused -> 3 steps without proposals ->
+    refused, refused -> 6 steps without proposals.
+
+    Raises:
+        ValueError: patience < 1, off_steps < 1 or max_off_steps < off_steps.
+    """
+
+    def __init__(self, patience: int = 8, off_steps: int = 16, max_off_steps: int = 128):
+        if patience < 1 or off_steps < 1 or max_off_steps < off_steps:
+            raise ValueError(f"invalid BatchOff({patience}, {off_steps}, {max_off_steps})")
+        self.patience, self.off_steps, self.max_off_steps = patience, off_steps, max_off_steps
+        self.refused, self.off_left, self.next_off = 0, 0, off_steps
+
+    @property
+    def speculating(self) -> bool:
+        """Whether rows propose drafts this step."""
+        return self.off_left == 0
+
+    def observe(self, proposed: bool, drafted: bool) -> None:
+        """Record one batched step: did any row propose a draft, did the width rule keep one."""
+        if self.off_left:
+            self.off_left -= 1
+            return
+        if drafted:
+            self.refused, self.next_off = 0, self.off_steps
+        elif proposed:
+            self.refused += 1
+            if self.refused >= self.patience:
+                self.off_left, self.refused = self.next_off, 0
+                self.next_off = min(2 * self.next_off, self.max_off_steps)
 
 
 def batch_width(expected: Sequence[Sequence[float]], cost: CostCurve | BatchCost) -> int:
@@ -395,6 +437,7 @@ class BatchedDecoder:
         self.batch_budget = batch_budget
         self._curve: CostCurve | None = None
         self._batch_cost: BatchCost | None = None
+        self.batch_off = BatchOff()
 
     # ----- cost curve (shared by the budget and auto-off of every row) -----
     def cost_curve(self) -> CostCurve:
@@ -547,22 +590,27 @@ class BatchedDecoder:
         self._vbuf = [v.index_select(0, keep) for v in self._vbuf]
 
     # ----- one step -----
-    def _draft_or_fail(self, row: BatchRow) -> DraftTree:
+    def _draft_or_fail(self, row: BatchRow, propose: bool = True) -> DraftTree:
         """The row's draft; a failing drafter or constraint fails only its own row
         (``row.error``), which then takes a plain step and is reported as finished."""
         if row.error is None:
             try:
-                return self._draft(row)
+                return self._draft(row, propose)
             except Exception as exc:  # noqa: BLE001  (isolate one request's failure from the batch)
                 row.error = exc
         row.masks = None
         return DraftTree.chain([])
 
-    def _draft(self, row: BatchRow) -> DraftTree:
+    def _draft(self, row: BatchRow, propose: bool = True) -> DraftTree:
         run = row.run
         max_depth = run.remaining - 1
         draft = None
-        drafting = row.drafter is not None and max_depth >= 1 and (row.auto_off is None or row.auto_off.speculating)
+        drafting = (
+            propose
+            and row.drafter is not None
+            and max_depth >= 1
+            and (row.auto_off is None or row.auto_off.speculating)
+        )
         if drafting:
             draft = row.drafter.propose(run.tokens, max_depth)
             if draft is not None and len(draft):
@@ -675,9 +723,16 @@ class BatchedDecoder:
         (still in the batch: call :meth:`remove`)."""
         if not self.rows:
             return []
-        drafts = [self._draft_or_fail(row) for row in self.rows]
-        if len(self.rows) > 1 and self.batch_budget:
+        batched = len(self.rows) > 1 and self.batch_budget
+        propose = not batched or self.batch_off.speculating
+        drafts = [self._draft_or_fail(row, propose) for row in self.rows]
+        if batched:
+            proposed = any(len(d) for d in drafts)
             drafts = self._cut_to_batch_width(drafts)
+            if propose:
+                self.batch_off.observe(proposed, any(len(d) for d in drafts))
+            else:
+                self.batch_off.observe(False, False)
         ids, positions, mask = self._inputs(drafts)
         start = time.perf_counter()
         logits = self._forward(ids, positions, mask)

@@ -332,3 +332,64 @@ def test_batch_width_rule_on_measured_costs():
     # width 2 (Q = 3) extrapolated to 2.7 + 1.2 = 3.9 s: 8 * 2.9 / 3.9 = 5.95 > 16 / 2.7 = 5.93
     assert batch_width([[1.0, 2.0, 2.9]] * 8, cost) == 2
     assert batch_width([[1.0, 2.0, 2.8]] * 8, cost) == 1  # 22.4 / 3.9 = 5.74 < 5.93
+
+
+def test_batch_off_hand_example():
+    """Refused proposals switch proposing off for a doubling period; a kept draft resets it."""
+    from hasten.batch import BatchOff
+
+    off = BatchOff(patience=2, off_steps=3, max_off_steps=5)
+    trace = []
+    for proposed, drafted in (
+        [(True, False), (False, False), (True, False)]
+        + [(False, False)] * 3
+        + [
+            (True, False),
+            (True, False),
+        ]
+    ):
+        trace.append(off.speculating)
+        off.observe(proposed, drafted)
+    # step 1 refused, step 2 proposed nothing (no count), step 3 refused -> off 3 steps -> 2 refusals -> off 5
+    assert trace == [True, True, True, False, False, False, True, True]
+    assert off.off_left == 5  # 2 * 3 = 6, capped at max_off_steps
+    for _ in range(5):
+        off.observe(False, False)
+    off.observe(True, True)  # the rule kept a draft: the next off period is back to 3
+    assert off.speculating and off.next_off == 3
+    with pytest.raises(ValueError):
+        BatchOff(patience=0)
+
+
+def test_batch_off_skips_proposals_without_changing_output(model):
+    """With every draft refused by the width rule, proposals stop after ``patience`` steps; tokens unchanged."""
+    from hasten.batch import BatchCost, BatchOff
+
+    ps = prompts()[2:6]
+    expected = [hasten.generate(model, p, max_new_tokens=30, eos_token_id=[]).sequences[0].tolist() for p in ps]
+    dec = BatchedDecoder(model)
+    cost = BatchCost(CostCurve((1, 2), (1.0, 1.0)))
+    for q in range(1, 40):  # a huge measured price for any draft: the rule always picks width 0
+        cost.observe(len(ps), q, 1.0 if q == 1 else 100.0 * q)
+    dec._batch_cost = cost
+    dec.batch_off = BatchOff(patience=2, off_steps=8, max_off_steps=64)
+    calls = []
+
+    class Counting(OracleDrafter):  # always proposes (the reference continuation), counting its calls
+        def propose(self, tokens, max_depth):
+            calls.append(1)
+            return super().propose(tokens, max_depth)
+
+    rows = []
+    for p, ref in zip(ps, expected):
+        rows.append(dec.make_row(BatchRequest(p, 30, method=Counting(ref), eos_token_id=[], draft_budget=None)))
+        dec.add(rows[-1])
+    steps = 0
+    while dec.rows:
+        steps += 1
+        for row in dec.step():
+            dec.remove(row)
+    assert [row.run.tokens for row in rows] == expected
+    assert all(d == 0 for row in rows for d in row.stats.drafted)
+    # 2 steps propose, 8 off, 2 propose, 16 off, 2 propose: at most 6 * 4 proposals of 30 * 4 without BatchOff
+    assert steps == 30 and 0 < len(calls) <= 6 * len(ps)
