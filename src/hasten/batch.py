@@ -9,8 +9,14 @@ own tree. Each row then accepts its own path (greedy or position-keyed sampling 
 :func:`hasten.generate` does) and the cache is compacted **per row**: row b keeps its
 ``len_b`` cached tokens followed by its root and accepted nodes, left-aligned, so rows
 end each step with different lengths (slots past a row's length are padding, hidden by
-the mask). Requests join (:meth:`BatchedDecoder.add`, a batch-1 prefill then a merge) and
-leave (:meth:`BatchedDecoder.remove`) between steps: continuous batching.
+the mask). The cache lives in preallocated per-layer buffers written in place: the
+forward writes its Q new slots per row at [L, L + Q) and the compaction copies only each
+row's kept slots down, so a step's cache work is O(B x accepted), not O(B x L). Requests
+join (:meth:`BatchedDecoder.add`, a batch-1 prefill then a merge) and leave
+(:meth:`BatchedDecoder.remove`) between steps: continuous batching. With several rows the
+draft width is chosen for the batch as a whole (:func:`batch_width` on the decoder's own
+step timings, :class:`BatchCost`; :class:`BatchOff` stops proposing while it keeps
+choosing plain steps).
 
 Guarantee: a row's tokens are those :func:`hasten.generate` gives for the same request
 (same method, options, sampling parameters and seed) up to the floating-point rounding of
