@@ -9,8 +9,14 @@ own tree. Each row then accepts its own path (greedy or position-keyed sampling 
 :func:`hasten.generate` does) and the cache is compacted **per row**: row b keeps its
 ``len_b`` cached tokens followed by its root and accepted nodes, left-aligned, so rows
 end each step with different lengths (slots past a row's length are padding, hidden by
-the mask). Requests join (:meth:`BatchedDecoder.add`, a batch-1 prefill then a merge) and
-leave (:meth:`BatchedDecoder.remove`) between steps: continuous batching.
+the mask). The cache lives in preallocated per-layer buffers written in place: the
+forward writes its Q new slots per row at [L, L + Q) and the compaction copies only each
+row's kept slots down, so a step's cache work is O(B x accepted), not O(B x L). Requests
+join (:meth:`BatchedDecoder.add`, a batch-1 prefill then a merge) and leave
+(:meth:`BatchedDecoder.remove`) between steps: continuous batching. With several rows the
+draft width is chosen for the batch as a whole (:func:`batch_width` on the decoder's own
+step timings, :class:`BatchCost`; :class:`BatchOff` stops proposing while it keeps
+choosing plain steps).
 
 Guarantee: a row's tokens are those :func:`hasten.generate` gives for the same request
 (same method, options, sampling parameters and seed) up to the floating-point rounding of
@@ -28,6 +34,8 @@ Dims: B rows, Q query rows per step (root + padded draft), L cached slots, V voc
 
 from __future__ import annotations
 
+import collections
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +54,13 @@ from .targets import model_eos_ids
 from .tree import DraftTree, tree_layout
 from .verify import walk_tree
 
+_HEADROOM = 64  # spare KV slots allocated past the longest row when a row joins
+
 __all__ = [
     "AutoOff",
     "AutoOffConfig",
+    "BatchCost",
+    "BatchOff",
     "BatchRequest",
     "BatchRow",
     "BatchedDecoder",
@@ -103,22 +115,148 @@ class AutoOffConfig:
             raise ValueError(f"invalid AutoOffConfig {self}")
 
 
-def batch_width(expected: Sequence[Sequence[float]], curve: CostCurve) -> int:
+class BatchCost:
+    """Seconds per batched verification forward of B rows x Q query tokens per row, as this
+    decoder measures them.
+
+    The batch-1 cost curve (:mod:`hasten.cost`, measured on a 256-token context, and noisy
+    on a busy machine) misjudges a padded batch: every one of the B rows attends over its
+    own L cached slots for each of its Q query rows, so a B x 2 step on a long context can
+    cost 1.6x a B x 1 step where the curve's cost(2B) / cost(B) is ~1.0. So the decoder
+    times its own forwards (the median of the last ``window`` of each shape) and
+    :meth:`cost` answers, for B rows and width Q:
+
+    1. Q timed: its median;
+    2. two or more other widths timed at B: linear interpolation between the nearest timed
+       widths (extrapolation from the last two), never below a timed narrower width;
+    3. one width Q' timed at B: ``timed(B, Q') * M(B * Q) / M(B * Q')``, where M is the curve
+       made monotone (M(n) = max of curve.cost(s) for s <= n);
+    4. nothing timed at B: M(B * Q).
+
+    :meth:`known` says whether a plain step (Q = 1) has been timed at B; the width rule
+    (:func:`batch_width`) takes a plain step until it has, so every later comparison is
+    against a measured plain step, and it widens at most one past the widest timed width
+    (:meth:`widest`), so a width the curve makes look cheap is tried for one step and then
+    judged on its own timing, never a jump to a wide, slow step on the curve's word.
+
+    Example: curve cost(8) = 1.5, cost(16) = 1.8, cost(24) = 2.1 s. Timed (8, 1) = 1.5 s
+    only: cost(8, 2) = 1.5 * 1.8 / 1.5 = 1.8. Timed also (8, 2) = 2.7 s: cost(8, 3) =
+    2.7 + (2.7 - 1.5) = 3.9 (extrapolated).
+
+    Raises:
+        ValueError: window < 1.
+    """
+
+    def __init__(self, curve: CostCurve, window: int = 8):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.curve, self.window = curve, window
+        self.timed: dict[tuple[int, int], collections.deque[float]] = {}
+
+    def observe(self, rows: int, width: int, seconds: float) -> None:
+        """Record one forward of ``rows`` rows x ``width`` query tokens that took ``seconds``."""
+        self.timed.setdefault((rows, width), collections.deque(maxlen=self.window)).append(seconds)
+
+    def known(self, rows: int) -> bool:
+        """Whether a plain step (width 1) of ``rows`` rows has been timed."""
+        return (rows, 1) in self.timed
+
+    def widest(self, rows: int) -> int:
+        """The widest width (query tokens per row) timed at ``rows`` rows (0: none)."""
+        return max((q for b, q in self.timed if b == rows), default=0)
+
+    def _monotone(self, size: int) -> float:
+        return max(self.curve.cost(s) for s in range(1, size + 1))
+
+    def cost(self, rows: int, width: int) -> float:
+        """Estimated seconds of a (rows, width) forward (see the class docstring)."""
+        points = sorted((q, statistics.median(t)) for (b, q), t in self.timed.items() if b == rows)
+        if not points:
+            return self._monotone(rows * width)
+        widths = [q for q, _ in points]
+        if width in widths:
+            return points[widths.index(width)][1]
+        if len(points) == 1:
+            ((q, seconds),) = points
+            return seconds * self._monotone(rows * width) / self._monotone(rows * q)
+        above = next((k for k, q in enumerate(widths) if q > width), len(points))
+        lo, hi = (above - 1, above) if 0 < above < len(points) else ((0, 1) if above == 0 else (-2, -1))
+        (q0, t0), (q1, t1) = points[lo], points[hi]
+        estimate = t0 + (t1 - t0) * (width - q0) / (q1 - q0)
+        narrower = [t for q, t in points if q < width]
+        return max([estimate, *narrower])
+
+
+class BatchOff:
+    """Batch-level auto-off: stop even proposing drafts while the width rule keeps refusing them.
+
+    When :func:`batch_width` picks width 0 on ``patience`` consecutive steps in which some
+    row proposed a draft, the drafters' proposals are pure overhead (every row verifies
+    only its root), so the next ``off_steps`` steps skip proposing; the off period doubles
+    each time this repeats (at most ``max_off_steps``) and resets when the rule next drafts.
+    Never changes output (drafts never do).
+
+    Example: patience 2, off_steps 3: refused, refused -> 3 steps without proposals ->
+    refused, refused -> 6 steps without proposals.
+
+    Raises:
+        ValueError: patience < 1, off_steps < 1 or max_off_steps < off_steps.
+    """
+
+    def __init__(self, patience: int = 8, off_steps: int = 16, max_off_steps: int = 128):
+        if patience < 1 or off_steps < 1 or max_off_steps < off_steps:
+            raise ValueError(f"invalid BatchOff({patience}, {off_steps}, {max_off_steps})")
+        self.patience, self.off_steps, self.max_off_steps = patience, off_steps, max_off_steps
+        self.refused, self.off_left, self.next_off = 0, 0, off_steps
+
+    @property
+    def speculating(self) -> bool:
+        """Whether rows propose drafts this step."""
+        return self.off_left == 0
+
+    def observe(self, proposed: bool, drafted: bool) -> None:
+        """Record one batched step: did any row propose a draft, did the width rule keep one."""
+        if self.off_left:
+            self.off_left -= 1
+            return
+        if drafted:
+            self.refused, self.next_off = 0, self.off_steps
+        elif proposed:
+            self.refused += 1
+            if self.refused >= self.patience:
+                self.off_left, self.refused = self.next_off, 0
+                self.next_off = min(2 * self.next_off, self.max_off_steps)
+
+
+def batch_width(expected: Sequence[Sequence[float]], cost: CostCurve | BatchCost) -> int:
     """Draft nodes per row (Q - 1) that maximize committed tokens per second for the whole batch.
 
     Every row's tree is padded to the widest, so one row's long draft makes all B rows pay
-    for Q query tokens: a step costs ``cost(B * Q)`` on the (batch-1) measured curve. Row b
-    expects ``expected[b][n]`` committed tokens when it verifies n nodes (``expected[b][0]``
-    = 1, a plain step); the width n* = argmax_n sum_b expected[b][min(n, len - 1)] / cost(B * (n + 1)).
+    for Q query tokens: a step costs ``cost(B, Q)`` (a :class:`BatchCost`: the decoder's own
+    timings: 0 until a plain step of B rows has been timed, and at most one node wider than
+    the widest width timed at B; or, given a batch-1
+    :class:`~hasten.cost.CostCurve`, ``curve.cost(B * Q)``).
+    Row b expects ``expected[b][n]`` committed tokens when it verifies n nodes
+    (``expected[b][0]`` = 1, a plain step); the width is
+    n* = argmax_n sum_b expected[b][min(n, len - 1)] / cost(B, n + 1), ties to the smaller n,
+    so 0 (no drafting for any row) unless drafting is estimated strictly faster than plain
+    steps for the batch as a whole.
 
     Example: two rows, each expecting [1, 1.1] (a weak draft), on a curve where
     cost(4) = 1.6 * cost(2): 2.2 / 1.6 < 2 / 1, so the width is 0 (plain steps).
     """
     rows = len(expected)
     widest = max((len(e) - 1 for e in expected), default=0)
-    best, best_rate = 0, sum(e[0] for e in expected) / curve.cost(rows)
+    if isinstance(cost, BatchCost):
+        if not cost.known(rows):
+            return 0  # time a plain step of this batch size first: the baseline every width is judged against
+        step = cost.cost
+        widest = min(widest, cost.widest(rows))  # explore one width wider than any timed at a time
+    else:
+        step = lambda b, q: cost.cost(b * q)  # noqa: E731
+    best, best_rate = 0, sum(e[0] for e in expected) / step(rows, 1)
     for n in range(1, widest + 1):
-        rate = sum(e[min(n, len(e) - 1)] for e in expected) / curve.cost(rows * (n + 1))
+        rate = sum(e[min(n, len(e) - 1)] for e in expected) / step(rows, n + 1)
         if rate > best_rate:
             best, best_rate = n, rate
     return best
@@ -297,11 +435,15 @@ class BatchedDecoder:
         self.context_length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.rows: list[BatchRow] = []
-        self.keys: list[torch.Tensor] | None = None  # per layer (B, heads, L, head_dim)
-        self.values: list[torch.Tensor] | None = None
+        # per layer (B, heads, capacity, head_dim) buffers, written in place; slots [0, L) are live
+        self._kbuf: list[torch.Tensor] | None = None
+        self._vbuf: list[torch.Tensor] | None = None
+        self._length = 0
         self.forwards = 0
         self.batch_budget = batch_budget
         self._curve: CostCurve | None = None
+        self._batch_cost: BatchCost | None = None
+        self.batch_off = BatchOff()
 
     # ----- cost curve (shared by the budget and auto-off of every row) -----
     def cost_curve(self) -> CostCurve:
@@ -309,10 +451,41 @@ class BatchedDecoder:
             self._curve = load_or_measure(self.model)
         return self._curve
 
+    def batch_cost(self) -> BatchCost:
+        """This decoder's timings of its batched forwards (:class:`BatchCost`), used by the width rule."""
+        if self._batch_cost is None:
+            self._batch_cost = BatchCost(self.cost_curve())
+        return self._batch_cost
+
     @property
     def length(self) -> int:
         """L: cached slots (the longest row's cached tokens, after compaction)."""
-        return 0 if self.keys is None else self.keys[0].shape[2]
+        return self._length
+
+    @property
+    def keys(self) -> list[torch.Tensor] | None:
+        """Per layer the live keys (B, heads, L, head_dim): a view of the in-place buffer
+        (slots past a row's ``cached`` are padding), or None before anything is cached."""
+        return None if self._kbuf is None else [k[:, :, : self._length] for k in self._kbuf]
+
+    @property
+    def values(self) -> list[torch.Tensor] | None:
+        """Per layer the live values (B, heads, L, head_dim), as :attr:`keys`."""
+        return None if self._vbuf is None else [v[:, :, : self._length] for v in self._vbuf]
+
+    def _reserve(self, needed: int) -> None:
+        """Grow the buffers (capacity doubles) so that ``needed`` slots fit; copies the live slots."""
+        if self._kbuf is None or self._kbuf[0].shape[2] >= needed:
+            return
+        capacity = max(2 * self._kbuf[0].shape[2], needed)
+
+        def grow(t: torch.Tensor) -> torch.Tensor:
+            new = t.new_zeros((t.shape[0], t.shape[1], capacity, t.shape[3]))
+            new[:, :, : self._length] = t[:, :, : self._length]
+            return new
+
+        self._kbuf = [grow(k) for k in self._kbuf]
+        self._vbuf = [grow(v) for v in self._vbuf]
 
     # ----- requests join and leave -----
     def make_row(self, req: BatchRequest) -> BatchRow:
@@ -384,51 +557,66 @@ class BatchedDecoder:
         self.rows.append(row)
 
     def _merge(self, keys: list[torch.Tensor] | None, values: list[torch.Tensor] | None) -> None:
-        if self.keys is None and keys is None:
+        """Append one row (its prefill's (1, heads, P, head_dim) keys/values, or None when it
+        caches nothing) to the buffers: one copy of the live slots, at join time only."""
+        if self._kbuf is None and keys is None:
             return
-        if self.keys is None:  # rows so far cache nothing: give them empty slots
-            b = len(self.rows)
-            self.keys = [k.new_zeros((b, *k.shape[1:2], 0, k.shape[-1])) for k in keys]
-            self.values = [v.new_zeros((b, *v.shape[1:2], 0, v.shape[-1])) for v in values]
-        if keys is None:
-            keys = [k.new_zeros((1, k.shape[1], 0, k.shape[-1])) for k in self.keys]
-            values = [v.new_zeros((1, v.shape[1], 0, v.shape[-1])) for v in self.values]
-        length = max(self.length, keys[0].shape[2])
+        b = len(self.rows)
+        cached = 0 if keys is None else keys[0].shape[2]
+        length = max(self._length, cached)
+        template = self._kbuf if self._kbuf is not None else keys
+        capacity = max(length + _HEADROOM, 0 if self._kbuf is None else self._kbuf[0].shape[2])
 
-        def pad(t: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[2]))
+        def merged(old: torch.Tensor | None, new: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+            out = like.new_zeros((b + 1, like.shape[1], capacity, like.shape[3]))  # zeros: padding stays finite
+            if old is not None:
+                out[:b, :, : self._length] = old[:, :, : self._length]
+            if new is not None:
+                out[b, :, :cached] = new[0]
+            return out
 
-        self.keys = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.keys, keys)]
-        self.values = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.values, values)]
+        old_k = self._kbuf or [None] * len(template)
+        old_v = self._vbuf or [None] * len(template)
+        new_k = keys or [None] * len(template)
+        new_v = values or [None] * len(template)
+        like_v = self._vbuf if self._vbuf is not None else values
+        self._kbuf = [merged(o, n, t) for o, n, t in zip(old_k, new_k, template)]
+        self._vbuf = [merged(o, n, t) for o, n, t in zip(old_v, new_v, like_v)]
+        self._length = length
 
     def remove(self, row: BatchRow) -> None:
         """Drop ``row`` (finished or cancelled) and its KV slots."""
         index = self.rows.index(row)
         self.rows.pop(index)
-        if self.keys is None:
+        if self._kbuf is None:
             return
         keep = torch.tensor([i for i in range(len(self.rows) + 1) if i != index], dtype=torch.long, device=self.device)
-        length = max((r.cached for r in self.rows), default=0)
-        self.keys = [k.index_select(0, keep)[:, :, :length] for k in self.keys]
-        self.values = [v.index_select(0, keep)[:, :, :length] for v in self.values]
+        self._length = max((r.cached for r in self.rows), default=0)
+        self._kbuf = [k.index_select(0, keep) for k in self._kbuf]
+        self._vbuf = [v.index_select(0, keep) for v in self._vbuf]
 
     # ----- one step -----
-    def _draft_or_fail(self, row: BatchRow) -> DraftTree:
+    def _draft_or_fail(self, row: BatchRow, propose: bool = True) -> DraftTree:
         """The row's draft; a failing drafter or constraint fails only its own row
         (``row.error``), which then takes a plain step and is reported as finished."""
         if row.error is None:
             try:
-                return self._draft(row)
+                return self._draft(row, propose)
             except Exception as exc:  # noqa: BLE001  (isolate one request's failure from the batch)
                 row.error = exc
         row.masks = None
         return DraftTree.chain([])
 
-    def _draft(self, row: BatchRow) -> DraftTree:
+    def _draft(self, row: BatchRow, propose: bool = True) -> DraftTree:
         run = row.run
         max_depth = run.remaining - 1
         draft = None
-        drafting = row.drafter is not None and max_depth >= 1 and (row.auto_off is None or row.auto_off.speculating)
+        drafting = (
+            propose
+            and row.drafter is not None
+            and max_depth >= 1
+            and (row.auto_off is None or row.auto_off.speculating)
+        )
         if drafting:
             draft = row.drafter.propose(run.tokens, max_depth)
             if draft is not None and len(draft):
@@ -457,7 +645,7 @@ class BatchedDecoder:
 
     def _cut_to_batch_width(self, drafts: list[DraftTree]) -> list[DraftTree]:
         """Cut every row's draft to the batch-optimal width (:func:`batch_width`); never changes output."""
-        width = batch_width([self._expected(row, d) for row, d in zip(self.rows, drafts)], self.cost_curve())
+        width = batch_width([self._expected(row, d) for row, d in zip(self.rows, drafts)], self.batch_cost())
         cut = []
         for row, draft in zip(self.rows, drafts):
             if len(draft) > width:
@@ -490,17 +678,31 @@ class BatchedDecoder:
         return ids.to(self.device), positions.to(self.device), mask[:, None].to(self.device)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """One target forward; the Q new keys/values are written in place at slots [L, L + Q)."""
         cache = DynamicCache(config=self.model.config)
-        if self.keys is not None:
-            for layer, k, v in zip(cache.layers, self.keys, self.values):
-                layer.keys, layer.values, layer.device, layer.is_initialized = k, v, k.device, True
+        if self._kbuf is not None:
+            self._reserve(self._length + ids.shape[1])
+            layers = []
+            for k, v in zip(self._kbuf, self._vbuf):
+                layer = kv.PreallocatedLayer()
+                layer._keys_buffer, layer._values_buffer = k, v
+                layer.capacity, layer.length = k.shape[2], self._length
+                layer.device, layer.is_initialized = k.device, True
+                layer._publish()
+                layers.append(layer)
+            cache.layers = layers
         with torch.inference_mode():
             logits = self.model(
                 input_ids=ids, position_ids=positions, attention_mask=mask, **{self.cache_kw: cache}, use_cache=True
             ).logits
         self.forwards += 1
-        self.keys = [layer.keys for layer in cache.layers]
-        self.values = [layer.values for layer in cache.layers]
+        if self._kbuf is None:  # nothing cached before this step: take the cache's tensors as buffers
+            self._kbuf = [layer.keys.clone() for layer in cache.layers]
+            self._vbuf = [layer.values.clone() for layer in cache.layers]
+        else:
+            self._kbuf = [layer._keys_buffer for layer in cache.layers]
+            self._vbuf = [layer._values_buffer for layer in cache.layers]
+        self._length += ids.shape[1]
         return logits
 
     def _accept(
@@ -527,20 +729,30 @@ class BatchedDecoder:
         (still in the batch: call :meth:`remove`)."""
         if not self.rows:
             return []
-        drafts = [self._draft_or_fail(row) for row in self.rows]
-        if len(self.rows) > 1 and self.batch_budget:
+        batched = len(self.rows) > 1 and self.batch_budget
+        propose = not batched or self.batch_off.speculating
+        drafts = [self._draft_or_fail(row, propose) for row in self.rows]
+        if batched:
+            proposed = any(len(d) for d in drafts)
             drafts = self._cut_to_batch_width(drafts)
+            if propose:
+                self.batch_off.observe(proposed, any(len(d) for d in drafts))
+            else:
+                self.batch_off.observe(False, False)
         ids, positions, mask = self._inputs(drafts)
         start = time.perf_counter()
         logits = self._forward(ids, positions, mask)
         seconds = time.perf_counter() - start
+        if len(self.rows) > 1 and self.batch_budget:
+            self.batch_cost().observe(ids.shape[0], ids.shape[1], seconds)
         length = self.length - ids.shape[1]
-        gather: list[list[int]] = []
+        moves: list[tuple[int, int, int]] = []
         for i, (row, draft) in enumerate(zip(self.rows, drafts)):
             path, nxt, row_tokens, scores = self._accept(row, draft, logits[i, : len(draft) + 1])
-            gather.append(list(range(row.cached)) + [length + r for r in [0] + [node + 1 for node in path]])
+            kept = [0] + [node + 1 for node in path]  # verification rows this row keeps: root, accepted nodes
+            moves.extend((i, length + r, row.cached + j) for j, r in enumerate(kept))
             self._finish_step(row, draft, path, nxt, row_tokens, scores, seconds)
-        self._compact(gather)
+        self._compact(moves)
         return [row for row in self.rows if row.done]
 
     def _finish_step(
@@ -582,17 +794,15 @@ class BatchedDecoder:
             except Exception as exc:  # noqa: BLE001  (see _draft_or_fail)
                 row.error = exc
 
-    def _compact(self, gather: list[list[int]]) -> None:
-        """Per-row KV compaction: row b keeps the slots ``gather[b]``, left-aligned."""
-        length = max(len(g) for g in gather)
-        if all(g == list(range(len(g))) for g in gather) and all(len(g) == length for g in gather):
-            self.keys = [k[:, :, :length] for k in self.keys]  # every row kept a prefix: no copy
-            self.values = [v[:, :, :length] for v in self.values]
-            return
-        index = torch.tensor([g + [0] * (length - len(g)) for g in gather], dtype=torch.long, device=self.device)
-
-        def take(t: torch.Tensor) -> torch.Tensor:
-            return t.gather(2, index[:, None, :, None].expand(t.shape[0], t.shape[1], length, t.shape[3]))
-
-        self.keys = [take(k) for k in self.keys]
-        self.values = [take(v) for v in self.values]
+    def _compact(self, moves: list[tuple[int, int, int]]) -> None:
+        """Per-row KV compaction, in place: each ``(row, source, target)`` copies one slot of
+        this step's verification rows down to the end of that row's committed tokens (the
+        row's older slots do not move, so a step copies O(B * accepted) slots, not the cache).
+        L becomes the longest row's cached length; slots past a row's length are padding."""
+        moves = [m for m in moves if m[1] != m[2]]
+        if moves:
+            rows, source, target = (torch.tensor(col, dtype=torch.long, device=self.device) for col in zip(*moves))
+            for k, v in zip(self._kbuf, self._vbuf):
+                k[rows, :, target] = k[rows, :, source]  # the right side is gathered before the write
+                v[rows, :, target] = v[rows, :, source]
+        self._length = max(row.cached for row in self.rows)

@@ -119,9 +119,8 @@ def test_negative_control_without_compaction_differs(model, monkeypatch):
         for p in ps
     ]
 
-    def no_compaction(self, gather):
-        length = self.length
-        self.keys = [k[:, :, :length] for k in self.keys]
+    def no_compaction(self, moves):  # keeps every verified row where the forward wrote it
+        self._length = max(row.cached for row in self.rows)
 
     monkeypatch.setattr(BatchedDecoder, "_compact", no_compaction)
     reqs = [BatchRequest(p, 24, method="prompt_lookup", eos_token_id=[], draft_budget=None) for p in ps]
@@ -130,6 +129,39 @@ def test_negative_control_without_compaction_differs(model, monkeypatch):
     except Exception:  # a broken cache may also fail outright
         return
     assert got != expected
+
+
+def test_in_place_cache_equals_a_fresh_prefill(model):
+    """After steps with different acceptance per row, joins and a leave, each row's live KV slots
+    equal an independent batch-1 prefill of its committed tokens (the in-place per-row compaction
+    moved exactly the accepted slots), and the padding slots are finite."""
+    import torch
+    from transformers import DynamicCache
+
+    from hasten import kv
+
+    ps = prompts()[2:6]
+    refs = [hasten.generate(model, p, max_new_tokens=18, eos_token_id=[]).sequences[0].tolist() for p in ps]
+    dec = BatchedDecoder(model, batch_budget=False)
+    rows = []
+    for i, (p, ref) in enumerate(zip(ps, refs)):
+        drafter = OracleDrafter(ref, wrong=i % 2 == 1)
+        rows.append(dec.make_row(BatchRequest(p, 18, method=drafter, eos_token_id=[], draft_budget=None)))
+        dec.add(rows[-1])
+        dec.step()
+    dec.remove(rows[1])
+    for _ in range(3):
+        dec.step()
+    assert len({row.cached for row in dec.rows}) > 1  # rows of different lengths share the buffers
+    for b, row in enumerate(dec.rows):
+        cache = DynamicCache(config=model.config)
+        with torch.inference_mode():
+            model(input_ids=torch.tensor([row.run.tokens[:-1]]), **{kv.cache_kwarg(model): cache}, use_cache=True)
+        assert len(cache.layers) == len(dec.keys) and cache.layers[0].keys.shape[2] == row.cached
+        for layer, keys, values in zip(cache.layers, dec.keys, dec.values):
+            assert torch.allclose(keys[b, :, : row.cached], layer.keys[0], atol=1e-12)
+            assert torch.allclose(values[b, :, : row.cached], layer.values[0], atol=1e-12)
+            assert torch.isfinite(keys).all() and torch.isfinite(values).all()
 
 
 def test_prompt_past_context_is_refused_before_work(model):
@@ -249,3 +281,115 @@ def test_batch_width_cut_never_changes_output(model):
         hasten.generate(model, p, method="suffix", max_new_tokens=24, eos_token_id=[]).sequences[0].tolist() for p in ps
     ]
     assert run_batch(model, reqs) == expected
+
+
+def test_batch_cost_hand_examples():
+    """The decoder's own step timings override the batch-1 curve (values hand-computed)."""
+    from hasten.batch import BatchCost
+
+    curve = CostCurve((1, 8, 16, 24), (0.5, 1.5, 1.8, 2.1))
+    cost = BatchCost(curve, window=3)
+    assert not cost.known(8)
+    assert cost.cost(8, 2) == pytest.approx(1.8)  # nothing timed: the curve at 8 * 2 tokens
+    cost.observe(8, 1, 1.5)
+    assert cost.known(8) and not cost.known(4)
+    assert cost.cost(8, 2) == pytest.approx(1.5 * 1.8 / 1.5)  # one width timed: scaled by the curve
+    for seconds in (2.7, 2.9, 10.0):
+        cost.observe(8, 2, seconds)
+    assert cost.cost(8, 2) == pytest.approx(2.9)  # median of the window
+    assert cost.cost(8, 3) == pytest.approx(2.9 + (2.9 - 1.5))  # extrapolated from the last two widths
+    cost.observe(8, 4, 3.5)
+    assert cost.cost(8, 3) == pytest.approx(2.9 + (3.5 - 2.9) / 2)  # interpolated
+    cost.observe(8, 2, 1.0)
+    cost.observe(8, 2, 1.0)  # window 3: (10.0, 1.0, 1.0) -> median 1.0
+    assert cost.cost(8, 2) == pytest.approx(1.0)
+    dip = BatchCost(CostCurve((1, 8, 16), (0.5, 1.5, 1.4)))  # a noisy curve: 16 tokens "cheaper" than 8
+    dip.observe(8, 1, 1.5)
+    assert dip.cost(8, 2) == pytest.approx(1.5)  # the curve made monotone: never cheaper than a plain step
+
+
+def test_batch_width_rule_on_measured_costs():
+    """The batch-level auto-off: drafting only where the batch's own timings say it pays.
+
+    Curve cost(8) = 1.5 s, cost(16) = 1.8 s: on the curve a width of 1 looks nearly free for
+    8 rows. Each row expects 1.5 committed tokens with one drafted node.
+    - nothing timed at B = 8: a plain step first (width 0), whatever the rows expect;
+    - plain step timed 1.5 s, width 2 estimated 1.8 s: 8 * 1.5 / 1.8 = 6.67 > 8 / 1.5 = 5.33 -> draft 1;
+    - width 2 then timed 2.7 s (padding: every row pays for Q = 2): 12 / 2.7 = 4.44 < 5.33 -> 0;
+    - rows expecting 2.0 with one node: 16 / 2.7 = 5.93 > 5.33 -> draft again."""
+    from hasten.batch import BatchCost, batch_width
+
+    cost = BatchCost(CostCurve((1, 8, 16, 24), (0.5, 1.5, 1.8, 2.1)))
+    expected = [[1.0, 1.5]] * 8
+    assert batch_width([[1.0, 2.0]] * 8, cost) == 0
+    cost.observe(8, 1, 1.5)
+    assert batch_width(expected, cost) == 1
+    # 8 * 4 / 2.1 = 15.2 would pick width 2 on the curve alone, but only width 1 (Q = 2) may be explored next
+    assert batch_width([[1.0, 2.0, 4.0]] * 8, cost) == 1
+    cost.observe(8, 2, 2.7)
+    assert batch_width(expected, cost) == 0
+    assert batch_width([[1.0, 2.0]] * 8, cost) == 1
+    # width 2 (Q = 3) extrapolated to 2.7 + 1.2 = 3.9 s: 8 * 2.9 / 3.9 = 5.95 > 16 / 2.7 = 5.93
+    assert batch_width([[1.0, 2.0, 2.9]] * 8, cost) == 2
+    assert batch_width([[1.0, 2.0, 2.8]] * 8, cost) == 1  # 22.4 / 3.9 = 5.74 < 5.93
+
+
+def test_batch_off_hand_example():
+    """Refused proposals switch proposing off for a doubling period; a kept draft resets it."""
+    from hasten.batch import BatchOff
+
+    off = BatchOff(patience=2, off_steps=3, max_off_steps=5)
+    trace = []
+    for proposed, drafted in (
+        [(True, False), (False, False), (True, False)]
+        + [(False, False)] * 3
+        + [
+            (True, False),
+            (True, False),
+        ]
+    ):
+        trace.append(off.speculating)
+        off.observe(proposed, drafted)
+    # step 1 refused, step 2 proposed nothing (no count), step 3 refused -> off 3 steps -> 2 refusals -> off 5
+    assert trace == [True, True, True, False, False, False, True, True]
+    assert off.off_left == 5  # 2 * 3 = 6, capped at max_off_steps
+    for _ in range(5):
+        off.observe(False, False)
+    off.observe(True, True)  # the rule kept a draft: the next off period is back to 3
+    assert off.speculating and off.next_off == 3
+    with pytest.raises(ValueError):
+        BatchOff(patience=0)
+
+
+def test_batch_off_skips_proposals_without_changing_output(model):
+    """With every draft refused by the width rule, proposals stop after ``patience`` steps; tokens unchanged."""
+    from hasten.batch import BatchCost, BatchOff
+
+    ps = prompts()[2:6]
+    expected = [hasten.generate(model, p, max_new_tokens=30, eos_token_id=[]).sequences[0].tolist() for p in ps]
+    dec = BatchedDecoder(model)
+    cost = BatchCost(CostCurve((1, 2), (1.0, 1.0)))
+    for q in range(1, 40):  # a huge measured price for any draft: the rule always picks width 0
+        cost.observe(len(ps), q, 1.0 if q == 1 else 100.0 * q)
+    dec._batch_cost = cost
+    dec.batch_off = BatchOff(patience=2, off_steps=8, max_off_steps=64)
+    calls = []
+
+    class Counting(OracleDrafter):  # always proposes (the reference continuation), counting its calls
+        def propose(self, tokens, max_depth):
+            calls.append(1)
+            return super().propose(tokens, max_depth)
+
+    rows = []
+    for p, ref in zip(ps, expected):
+        rows.append(dec.make_row(BatchRequest(p, 30, method=Counting(ref), eos_token_id=[], draft_budget=None)))
+        dec.add(rows[-1])
+    steps = 0
+    while dec.rows:
+        steps += 1
+        for row in dec.step():
+            dec.remove(row)
+    assert [row.run.tokens for row in rows] == expected
+    assert all(d == 0 for row in rows for d in row.stats.drafted)
+    # 2 steps propose, 8 off, 2 propose, 16 off, 2 propose: at most 6 * 4 proposals of 30 * 4 without BatchOff
+    assert steps == 30 and 0 < len(calls) <= 6 * len(ps)

@@ -222,8 +222,10 @@ class Scheduler:
                 job.emit("error", OpenAIError("cancelled", status=499))
 
     def _step(self) -> None:
+        rows, start = len(self.decoder.rows), time.perf_counter()
         try:
             finished = self.decoder.step()
+            log.debug("batched step: %d rows, %.1f ms", rows, 1000 * (time.perf_counter() - start))
         except Exception as exc:
             log.exception("batched step failed")
             for job in self.active.values():
