@@ -4,7 +4,7 @@
     python benchmarks/policy_cache.py --quick       # 20 episodes, 2 settings
 
 Runs the ``reach-policy`` suite of ``hasten bench-diffusion``
-(:mod:`hasten.diffusion.bench_policy`) directly: each row is E closed-loop episodes
+(:mod:`hasten.diffusion.bench.reach_policy`) directly: each row is E closed-loop episodes
 (seeds 0..E-1, all batched into each denoiser call) with one cache setting, timed over
 the rollouts; its time is the fastest of ``--repeats`` runs, and the uncached reference
 time is the fastest of uncached runs made before, between and after the cached ones in
@@ -22,7 +22,7 @@ import torch
 
 from hasten.diffusion import models
 from hasten.diffusion.bench import UNCACHED, SuiteOutput
-from hasten.diffusion.bench_policy import EPISODES, QUICK_EPISODES, ReachPolicySuite
+from hasten.diffusion.bench.reach_policy import EPISODES, QUICK_EPISODES, ReachPolicySuite
 
 
 def fastest(suite: ReachPolicySuite, method: str, config: object, repeats: int) -> SuiteOutput:

@@ -5,7 +5,7 @@
 Records every block's residual at every denoising step during uncached closed-loop
 rollouts of the 32 calibration episodes (seeds 50000..50031, disjoint from the training
 and evaluation seeds), then builds the schedule with the default budget of
-:data:`hasten.diffusion.bench_policy.DEFAULT_BAC` (the Adaptive Caching Scheduler per
+:data:`hasten.diffusion.bench.reach_policy.DEFAULT_BAC` (the Adaptive Caching Scheduler per
 block, then the Bubbling Union; see :mod:`hasten.diffusion.methods.bac`).
 ``models.load("reach-policy").extra["bac_config"]`` is then this schedule.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from hasten.diffusion import models
-from hasten.diffusion.bench_policy import CALIBRATION_SEEDS, DEFAULT_BAC, ReachPolicySuite
+from hasten.diffusion.bench.reach_policy import CALIBRATION_SEEDS, DEFAULT_BAC, ReachPolicySuite
 from hasten.diffusion.methods.bac import save_schedule
 from hasten.diffusion.models.reach_policy import SCHEDULE_FILE
 

@@ -24,6 +24,12 @@ __all__ = [
     "keep_rows",
     "cache_kwarg",
     "PreallocatedLayer",
+    "num_layers",
+    "cache_device",
+    "key_span",
+    "gather_positions",
+    "append_span",
+    "bytes_per_token",
 ]
 
 
@@ -182,3 +188,46 @@ def keep_rows(cache: DynamicCache, start: int, rows: list[int]) -> None:
         layer.values = torch.cat([layer.values[..., :start, :], layer.values.index_select(2, tail)], dim=2)
         if hasattr(layer, "cumulative_length"):
             layer.cumulative_length = layer.keys.shape[-2]
+
+
+# --- read-only views and copies for drafters that keep a second cache (hierarchical) ---------
+
+
+def num_layers(cache: DynamicCache) -> int:
+    """Decoder layers the cache holds."""
+    return len(cache.layers)
+
+
+def cache_device(cache: DynamicCache) -> torch.device:
+    """Where the cache's tensors live (of its first layer)."""
+    return cache.layers[0].keys.device
+
+
+def key_span(cache: DynamicCache, start: int, end: int) -> torch.Tensor:
+    """Keys of positions ``start:end`` of every layer, first batch row:
+    (layers, kv_heads, end - start, head_dim). A view where the layers allow it; do not modify."""
+    return torch.stack([layer.keys[0, :, start:end, :] for layer in cache.layers])
+
+
+def gather_positions(cache: DynamicCache, positions: list[list[int]], model: torch.nn.Module) -> DynamicCache:
+    """A new cache for ``model`` holding, in layer i, the entries of ``cache`` at
+    ``positions[i]`` (in that order): a partial KV cache (TriForce's retrieval cache)."""
+    out = DynamicCache(config=model.config)
+    for i, layer in enumerate(cache.layers):
+        index = torch.tensor(positions[i], dtype=torch.long, device=layer.keys.device)
+        out.update(layer.keys.index_select(-2, index), layer.values.index_select(-2, index), i)
+    return out
+
+
+def append_span(dst: DynamicCache, src: DynamicCache, start: int, end: int) -> None:
+    """Append the entries of positions ``start:end`` of every layer of ``src`` to ``dst``."""
+    for i, layer in enumerate(src.layers):
+        dst.update(layer.keys[..., start:end, :], layer.values[..., start:end, :], i)
+
+
+def bytes_per_token(cache: DynamicCache | None) -> int:
+    """Bytes one cached token takes across all layers (keys and values, first batch row);
+    0 for an empty or missing cache."""
+    if cache is None or not cache.layers or getattr(cache.layers[0], "keys", None) is None:
+        return 0
+    return sum(2 * layer.keys[0, :, :1].numel() * layer.keys.element_size() for layer in cache.layers)

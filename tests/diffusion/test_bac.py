@@ -8,14 +8,12 @@ import pytest
 import torch
 
 import hasten.diffusion as hd
-from hasten.diffusion.methods.bac import (
-    BACConfig,
+from hasten.diffusion.methods.bac import BACConfig, load_schedule, save_schedule
+from hasten.diffusion.methods.bac_calibration import (
     bubbling_union,
     build_schedule,
     calibrate,
-    load_schedule,
     reuse_gains,
-    save_schedule,
     schedule_objective,
     schedule_updates,
     schedule_updates_reference,

@@ -6,7 +6,7 @@ import pytest
 import hasten.diffusion as hd
 from hasten.diffusion import models
 from hasten.diffusion.bench import UNCACHED, DiffusionSuite, available_suites
-from hasten.diffusion.bench_policy import DEFAULT_BAC, OPEN_LOOP_STEPS, PolicyRun, ReachPolicySuite, pack, unpack
+from hasten.diffusion.bench.reach_policy import DEFAULT_BAC, OPEN_LOOP_STEPS, PolicyRun, ReachPolicySuite, pack, unpack
 from hasten.diffusion.hooks import HookRegistry
 from hasten.diffusion.models.reach_env import MAX_STEPS
 

@@ -17,7 +17,12 @@ pytest.importorskip("sklearn")
 
 from hasten.diffusion import models  # noqa: E402
 from hasten.diffusion.bench.plots import image_rows  # noqa: E402
-from hasten.diffusion.models import WEIGHTS_DIR, WeightsError, read_manifest  # noqa: E402
+from hasten.diffusion.models import (  # noqa: E402
+    WEIGHTS_DIR,
+    WeightsError,
+    read_manifest,
+    shipped,  # noqa: E402
+)
 from hasten.diffusion.models.digits import (  # noqa: E402
     ARCHITECTURES,
     NULL_CLASS,
@@ -88,11 +93,11 @@ def test_unknown_model_name_lists_the_known_ones():
 def test_builtin_module_guard_skips_a_missing_module_but_not_a_broken_one(monkeypatch, tmp_path):
     (tmp_path / "hasten_test_broken_models.py").write_text("import hasten_test_no_such_dependency\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(models, "_builtins_loaded", False)
-    monkeypatch.setattr(models, "BUILTIN_MODEL_MODULES", ("hasten_test_not_there",))
+    monkeypatch.setattr(shipped, "_builtins_loaded", False)
+    monkeypatch.setattr(shipped, "BUILTIN_MODEL_MODULES", ("hasten_test_not_there",))
     assert "digits-dit" in models.available()  # the absent module is skipped
-    monkeypatch.setattr(models, "_builtins_loaded", False)
-    monkeypatch.setattr(models, "BUILTIN_MODEL_MODULES", ("hasten_test_broken_models",))
+    monkeypatch.setattr(shipped, "_builtins_loaded", False)
+    monkeypatch.setattr(shipped, "BUILTIN_MODEL_MODULES", ("hasten_test_broken_models",))
     with pytest.raises(ModuleNotFoundError, match="hasten_test_no_such_dependency"):
         models.available()  # present but failing inside: a real error, not hidden
 

@@ -30,8 +30,7 @@ from typing import Callable, Sequence
 import torch
 
 from .. import kv
-from ..sampling import SamplingParams, process_logits, seen_mask
-from ..tree import DraftTree
+from .chain import draft_chain  # re-exported: layer_skip and early_exit draft with it
 
 __all__ = [
     "LayerStack",
@@ -291,53 +290,6 @@ def score_first_drafts(
     finally:
         kv.rollback(cache, cached)
     return [float((logits.argmax(-1) == truth).double().mean()) for logits in all_logits], count
-
-
-def draft_chain(
-    first_logits: torch.Tensor,
-    feed: Callable[[int], torch.Tensor],
-    params: SamplingParams,
-    tokens: list[int],
-    max_tokens: int,
-    confidence_threshold: float,
-    generator: torch.Generator | None,
-) -> DraftTree:
-    """Draft a chain autoregressively from a draft distribution.
-
-    Args:
-        first_logits: (V,) draft logits for the token after ``tokens``.
-        feed: ``feed(token) -> (V,)`` logits after appending ``token`` to the draft.
-        params: sampling parameters (the draft's logits are processed like the target's).
-        tokens: committed tokens (for the repetition penalty).
-        max_tokens: most tokens to draft (>= 1).
-        confidence_threshold: stop after a token whose draft probability is below this
-            (fraction 0-1; 0 = never stop early).
-        generator: RNG for draft sampling.
-
-    Returns:
-        A chain; when sampling it carries ``draft_probs`` (K, V), the processed
-        distributions its tokens were drawn from, so the engine applies the speculative
-        sampling rule (lossless).
-    """
-    seen = None
-    if params.uses_history:
-        seen = seen_mask(tokens, first_logits.shape[-1], first_logits.device)
-    logits, drafted, rows = first_logits, [], []
-    while True:
-        scores = process_logits(logits.unsqueeze(0), params, None if seen is None else seen.unsqueeze(0))[0]
-        probs = scores.softmax(-1)
-        if params.greedy:
-            token = int(scores.argmax())
-        else:
-            token = int(torch.multinomial(probs, 1, generator=generator))
-            rows.append(probs)
-        drafted.append(token)
-        if seen is not None:
-            seen[token] = True
-        if len(drafted) >= max_tokens or float(probs[token]) < confidence_threshold:
-            break
-        logits = feed(token)
-    return DraftTree.chain(drafted, torch.stack(rows) if rows else None)
 
 
 def relative_draft_cost(stack: LayerStack, skip: frozenset[int], exit_layer: int | None = None) -> float:

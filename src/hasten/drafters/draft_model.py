@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from .. import kv
-from ..sampling import process_logits, seen_mask
 from ..tree import DraftTree
 from .base import Drafter, MethodSpec, register
+from .chain import draft_chain
 
 
 @dataclass(frozen=True)
@@ -153,38 +153,17 @@ class DraftModelDrafter(Drafter):
             common += 1
         kv.rollback(self.cache, common)
         del self.cached[common:]
-        logits = self._feed(tokens[common:])
-        seen = None
-        if params.uses_history:
-            seen = seen_mask(tokens, logits.shape[-1], logits.device)
-        tokens_out: list[int] = []
-        parents: list[int] = []
-        rows: list[torch.Tensor] = []
-        chain_parent = -1
-        depth_limit = min(self.config.max_draft, max_depth)
-        for depth in range(1, depth_limit + 1):
-            scores = process_logits(logits.unsqueeze(0), params, None if seen is None else seen.unsqueeze(0))[0]
-            probs = scores.softmax(-1)
-            width = min(self.config.branch, int((probs > 0).sum()))
-            if params.greedy:
-                candidates = torch.topk(scores, width).indices.tolist()
-            else:
-                candidates = torch.multinomial(
-                    probs, width, replacement=False, generator=self.request.generator
-                ).tolist()
-            for token in candidates:
-                tokens_out.append(int(token))
-                parents.append(chain_parent)
-                rows.append(probs)
-            chain_parent = len(tokens_out) - width  # the first candidate carries the chain on
-            token = candidates[0]
-            if seen is not None:
-                seen[token] = True
-            if float(probs[token]) < self.config.confidence_threshold or depth == depth_limit:
-                break
-            logits = self._feed([token])
-        draft_probs = None if params.greedy else torch.stack(rows)
-        return DraftTree(tuple(tokens_out), tuple(parents), draft_probs)
+        first = self._feed(tokens[common:])
+        return draft_chain(
+            first,
+            lambda token: self._feed([token]),
+            params,
+            tokens,
+            min(self.config.max_draft, max_depth),
+            self.config.confidence_threshold,
+            self.request.generator,
+            branch=self.config.branch,
+        )
 
     def stats(self) -> dict:
         return {"draft_forward_passes": self.forwards}

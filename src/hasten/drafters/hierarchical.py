@@ -256,14 +256,14 @@ class HierarchicalDrafter(Drafter):
         recent_start = max(cfg.sink_tokens, cached - cfg.recent_tokens)
         n_chunks = max(0, (recent_start - cfg.sink_tokens) // cfg.chunk_size)
         keep = min(n_chunks, cfg.retrieval_tokens // cfg.chunk_size)
-        layers = len(full.layers)
+        layers = kv.num_layers(full)
         if keep == 0:
             self.chunks = [[] for _ in range(layers)]
         elif self.query is None or self.query.shape[0] != layers:
             self.chunks = [list(range(n_chunks - keep, n_chunks)) for _ in range(layers)]  # most recent
         else:
             span = slice(cfg.sink_tokens, cfg.sink_tokens + n_chunks * cfg.chunk_size)
-            keys = torch.stack([layer.keys[0, :, span, :] for layer in full.layers])  # (layers, kvh, n*C, hd)
+            keys = kv.key_span(full, span.start, span.stop)  # (layers, kvh, n*C, hd)
             means = keys.unflatten(2, (n_chunks, cfg.chunk_size)).mean(3)
             self.chunk_key_bytes = means.numel() * means.element_size()
             scores = chunk_relevance(self.query, means)
@@ -280,18 +280,15 @@ class HierarchicalDrafter(Drafter):
         cfg = self.config
         full = self.request.target_cache
         if self.partial is None or self.since_refresh == 0:
-            self.partial = DynamicCache(config=self.model.config)
-            for i, layer in enumerate(full.layers):
-                index = select_positions(cached, cfg.sink_tokens, cfg.recent_tokens, cfg.chunk_size, self.chunks[i])
-                index = torch.tensor(index, dtype=torch.long, device=layer.keys.device)
-                self.partial.update(layer.keys.index_select(-2, index), layer.values.index_select(-2, index), i)
+            positions = [
+                select_positions(cached, cfg.sink_tokens, cfg.recent_tokens, cfg.chunk_size, chunks)
+                for chunks in self.chunks
+            ]
+            self.partial = kv.gather_positions(full, positions, self.model)
         else:
             kv.rollback(self.partial, self.partial_len)
             if cached > self.synced:
-                for i, layer in enumerate(full.layers):
-                    self.partial.update(
-                        layer.keys[..., self.synced : cached, :], layer.values[..., self.synced : cached, :], i
-                    )
+                kv.append_span(self.partial, full, self.synced, cached)
         self.synced = cached
         self.partial_len = kv.cache_length(self.partial)
         return self.partial
@@ -299,7 +296,7 @@ class HierarchicalDrafter(Drafter):
     def _level1_forward(self, partial, rows: list[int], start: int, capture: bool) -> torch.Tensor:
         """Logits (len(rows), V) of level 1 for ``rows`` at positions start.. appended to ``partial``."""
         n = len(rows)
-        device = self.request.target_cache.layers[0].keys.device
+        device = kv.cache_device(self.request.target_cache)
         # rows are a chain: the model's own causal masks over the partial cache (per layer
         # type, so sliding-window layers get theirs), at the rows' true positions
         kwargs = {
@@ -409,10 +406,7 @@ class HierarchicalDrafter(Drafter):
         return len(path), nxt, [probs[i] for i in range(len(path) + 1)]
 
     def stats(self) -> dict:
-        bytes_per_token = 0
-        full = self.request.target_cache
-        if full is not None and full.layers and getattr(full.layers[0], "keys", None) is not None:
-            bytes_per_token = sum(2 * l.keys[0, :, :1].numel() * l.keys.element_size() for l in full.layers)
+        bytes_per_token = kv.bytes_per_token(self.request.target_cache)
         return {
             "level1_forwards": self.level1_forwards,
             "level1_tokens": self.level1_tokens,

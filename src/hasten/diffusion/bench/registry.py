@@ -18,7 +18,7 @@ __all__ = ["register_suite", "get_suite", "available_suites", "BUILTIN_SUITE_MOD
 
 SuiteFactory = Callable[[bool], DiffusionSuite]
 
-BUILTIN_SUITE_MODULES = ("hasten.diffusion.bench.digits", "hasten.diffusion.bench_policy")
+BUILTIN_SUITE_MODULES = ("hasten.diffusion.bench.digits", "hasten.diffusion.bench.reach_policy")
 
 SUITES: Registry[SuiteFactory] = Registry("bench-diffusion model", error=UnknownKeyError)
 """Every bench-diffusion suite: name -> ``factory(quick)``. Built-ins are imported by
