@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
@@ -50,7 +51,9 @@ class Registry(Generic[T]):
     Args:
         kind: what the entries are, for messages ("method", "diffusion method", "suite").
         builtin_modules: dotted module names imported on first read; each registers its
-            entries on import.
+            entries on import. ``"package.*"`` stands for every public submodule of
+            ``package`` (names not starting with ``_``, in name order), so a built-in method
+            is one new file in that package and nothing else.
         optional_modules: skip a listed module when importing it fails because one of
             *its* dependencies is missing (``ModuleNotFoundError`` naming another module);
             a missing listed module itself is still an error.
@@ -105,7 +108,7 @@ class Registry(Generic[T]):
         if self._loaded:
             return
         self._loaded = True
-        for module in self._modules:
+        for module in _expand(self._modules):
             try:
                 importlib.import_module(module)
             except ModuleNotFoundError as err:
@@ -170,3 +173,16 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         self._load()
         return len(self._entries)
+
+
+def _expand(modules: Iterable[str]) -> list[str]:
+    """``"pkg.*"`` -> every public submodule of ``pkg`` (sorted); other names as given."""
+    out: list[str] = []
+    for module in modules:
+        if not module.endswith(".*"):
+            out.append(module)
+            continue
+        package = importlib.import_module(module[:-2])
+        names = sorted(info.name for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_"))
+        out += [f"{package.__name__}.{name}" for name in names]
+    return out

@@ -112,7 +112,7 @@ class _NoState:
         """Nothing to forget."""
 
 
-POLICIES: Registry[Callable[[Any, int], CachePolicy]] = Registry("cache method", ("hasten.diffusion.methods",))
+POLICIES: Registry[Callable[[Any, int], CachePolicy]] = Registry("cache method", ("hasten.diffusion.methods.*",))
 """Every diffusion cache method: name -> ``factory(config, num_blocks)``, also found by config type."""
 
 

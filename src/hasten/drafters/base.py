@@ -193,7 +193,7 @@ class _MethodRegistry(Registry[MethodSpec]):
         return super().register(name, entry, key_type=key_type, replace=replace)
 
 
-METHODS: Registry[MethodSpec] = _MethodRegistry("method", ("hasten.drafters._load_builtin",), error=UnknownMethodError)
+METHODS: Registry[MethodSpec] = _MethodRegistry("method", ("hasten.drafters.*",), error=UnknownMethodError)
 """Every draft method: name -> :class:`MethodSpec` (also found by config type)."""
 
 

@@ -70,14 +70,4 @@ class MethodSpec:
     paper: str
 
 
-METHODS: Registry[MethodSpec] = Registry(
-    "arimage method",
-    builtin_modules=(
-        "hasten.arimage.methods.reference",
-        "hasten.arimage.methods.sjd",
-        "hasten.arimage.methods.gsd",
-        "hasten.arimage.methods.lantern",
-        "hasten.arimage.methods.continuous_sd",
-        "hasten.arimage.methods.disa",
-    ),
-)
+METHODS: Registry[MethodSpec] = Registry("arimage method", builtin_modules=("hasten.arimage.methods.*",))

@@ -28,10 +28,4 @@ class MethodSpec:
     paper: str
 
 
-METHODS: Registry[MethodSpec] = Registry(
-    "dLLM method",
-    [
-        f"hasten.dllm.methods.{name}"
-        for name in ("reference", "fast_dllm", "dkv_cache", "local_leap", "prophet", "ar_guided")
-    ],
-)
+METHODS: Registry[MethodSpec] = Registry("dLLM method", ("hasten.dllm.methods.*",))
