@@ -181,7 +181,7 @@ def main() -> None:
         },
         "training": {
             "command": f"python training/train_dllm.py --minutes {args.minutes:g} --threads {args.threads} "
-            f"--seed {args.seed}",
+            f"--seed {args.seed} --text-frac {args.text_frac:g} --lr {args.lr:g}",
             "objective": "LLaDA masked diffusion: t~U(0,1), mask answer tokens w.p. t, CE on masked / t",
             "seconds": round(seconds, 1),
             "steps": step,

@@ -308,6 +308,10 @@ from .arimage.cli import add_commands as _add_arimage_bench_commands  # noqa: E4
 
 _add_arimage_bench_commands(app)
 
+from .dllm.cli import add_commands as _add_dllm_commands  # noqa: E402  (hasten dllm generate / bench-dllm)
+
+_add_dllm_commands(app)
+
 
 def main() -> None:
     """Entry point: runs the app; Ctrl-C ends with a newline and exit status 130."""
