@@ -93,7 +93,7 @@ def settings_for(model: str, quick: bool) -> list[Setting]:
         Setting("disa", (("start_steps", 25), ("end_steps", 5))),
         Setting("disa", (("start_steps", 25), ("end_steps", 2))),
     ]
-    return [full[0], full[3]] if quick else full
+    return [Setting("continuous_sd", (("gamma", 4), ("head_steps", 10))), full[3]] if quick else full
 
 
 @dataclass(frozen=True)
