@@ -84,10 +84,23 @@ def test_reference_sampler_matches_the_exact_distribution(setup):
     assert chi2_pvalue(run(lambda g: reference_tokens(model, LABEL, settings, g)), exact) > 1e-3
 
 
-@pytest.mark.parametrize("init", ["random", "spatial"])
-def test_sjd_matches_the_exact_distribution(setup, init):
+@pytest.mark.parametrize(
+    ("window", "init", "roles"),
+    [
+        (4, "random", ("cond", "uncond")),
+        (4, "spatial", ("cond", "uncond")),
+        # many Jacobi iterations: cache crops, redraws from the previous forward's rows,
+        # spatial copies of committed tokens one row up (one-hot drafts)
+        (2, "spatial", ("cond", "uncond")),
+        # the bench's configuration: window 16 (capped at the sequence), spatial init, CFG
+        # with the rows in the other order, top-k on
+        (16, "spatial", ("uncond", "cond")),
+    ],
+)
+def test_sjd_matches_the_exact_distribution(setup, window, init, roles):
     model, settings, exact = setup
-    samples = run(lambda g: jacobi_tokens(model, LABEL, settings, g, 4, init, speculative_sample_accept))
+    settings = DecodeSettings(cfg_scale=settings.cfg_scale, top_k=settings.top_k, roles=roles)
+    samples = run(lambda g: jacobi_tokens(model, LABEL, settings, g, window, init, speculative_sample_accept))
     assert chi2_pvalue(samples, exact) > 1e-3
 
 
