@@ -33,7 +33,7 @@ CASES = {
     "jacobi": {},
     "suffix": {},
     "recycling": {},
-    "composite": {},
+    "composite": {"calibration_cache": None},
     # self-speculative methods forced to draft (by default they find no pay-off on SmolLM2)
     "layer_skip": {"min_expected_speedup": 0.0},
     "early_exit": {"min_expected_speedup": 0.0},

@@ -139,7 +139,7 @@ CASES = {
     "jacobi": lambda target, other: ("jacobi", {"window": 4, "ngram": 2, "candidates": 3, "seed_from_context": False}),
     "suffix": lambda target, other: ("suffix", {"min_prob": 0.0, "datastore": _greedy_datastore(target)}),
     "recycling": lambda target, other: ("recycling", {"adjacency": _greedy_adjacency(target)}),
-    "composite": lambda target, other: ("composite", {"sources": ("sam", "suffix", "recycling")}),
+    "composite": lambda target, other: ("composite", {"pool": _greedy_pool(target), "calibration_cache": None}),
 }
 
 
@@ -159,6 +159,14 @@ def _greedy_datastore(target):
     from hasten.datastore import Datastore
 
     return Datastore.from_sequences([_greedy(target)])
+
+
+def _greedy_pool(target):
+    from hasten.drafters._composite_state import CrossRequestPool
+
+    pool = CrossRequestPool(1000)
+    pool.add(_greedy(target))
+    return pool
 
 
 def _greedy_adjacency(target):
@@ -192,6 +200,7 @@ RUNS = [
     ("suffix", "T0.5-topp0.9-rep1.3"),
     ("recycling", "T0.5-topp0.9-rep1.3"),
     ("composite", "T0.5-topp0.9-rep1.3"),
+    ("composite", "plain-T1"),
 ]
 
 

@@ -19,9 +19,8 @@ def continuation(tokens: list[int], match_end: int, length: int) -> list[int]:
     Example: tokens [1, 2, 3, 1, 2], match_end 1 (the earlier "1 2"), length 4 ->
     [3, 1, 2, 3]: the copy runs into the suffix and continues with period 3.
     """
-    extended = list(tokens[match_end + 1 :])
-    period = len(extended)
-    out = extended[:length]
+    out = list(tokens[match_end + 1 : match_end + 1 + length])  # O(length), not O(len(tokens))
+    period = len(tokens) - match_end - 1
     while len(out) < length:
         out.append(out[len(out) - period])
     return out
