@@ -27,6 +27,19 @@ from typing import Any, Callable
 
 import torch
 
+from ..benchcore import (
+    RECORDS_FILE,
+    RecordLog,
+    check_resume,
+    machine,
+    markdown_table,
+    number,
+    progress_bar,
+    read_records,
+    utc_date,
+    versions,
+    write_meta,
+)
 from . import data
 from .api import generate, load
 
@@ -44,6 +57,7 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "prophet": ("prophet", {}),
     "ar_guided smollm2-135m": ("ar_guided", {"guide": "smollm2-135m"}),
 }
+PROTOCOL_FIELDS = ("model", "block_length", "n_prompts")  # records of other values would mix in one table
 QUICK_SETTINGS = ("fast_dllm t0.9 dual", "dkv_cache decode", "local_leap dual")
 
 
@@ -113,14 +127,21 @@ def _decode(adapter, ids, gen_length, block_length, method, options, trace=False
 
 def run_bench(options: DLLMBenchOptions, progress: Callable[[str], None] = print) -> list[dict]:
     """Run (or resume) the bench; returns every record of the run folder. See the module docstring."""
-    from tqdm import tqdm
-
     options.out.mkdir(parents=True, exist_ok=True)
-    path = options.out / "records.jsonl"
-    if path.exists() and not options.resume:
-        raise ValueError(f"{path} exists: pass --resume to continue it, or another --out")
-    done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    path = options.out / RECORDS_FILE
+    meta = {
+        "model": options.model,
+        "block_length": options.block_length,
+        "n_prompts": options.n_prompts,
+        "command": options.command,
+        "machine": machine(),
+        "date": utc_date(),
+        "versions": versions(),
+    }
+    check_resume(options.out, meta, options.resume, PROTOCOL_FIELDS)  # before any model loads
+    done = read_records(path)
     keys = {(r["task"], r["gen_length"], r["setting"]) for r in done}
+    write_meta(options.out, meta)
     adapter, tok = load(options.model)
     todo = [
         (task, g, s)
@@ -130,53 +151,10 @@ def run_bench(options: DLLMBenchOptions, progress: Callable[[str], None] = print
         if (task, g, s) not in keys
     ]
     prompts = {task: _prompts(task, options.n_prompts, tok) for task in options.tasks}
-    bar = tqdm(total=sum(len(prompts[t]) for t, _, _ in todo), desc="bench-dllm", unit="prompt")
-    for task, g, setting in todo:
-        method, opts = SETTINGS[setting]
-        acc = _Acc()
-        for ids, answer in prompts[task]:
-            pl = ids.shape[1]
-            ref, ref_s = _decode(adapter, ids, g, options.block_length, "reference", {})
-            out, m_s = _decode(adapter, ids, g, options.block_length, method, opts)
-            ref_gen, gen = ref.sequences[0, pl:], out.sequences[0, pl:]
-            acc.ref_s += ref_s
-            acc.m_s += m_s
-            acc.forwards += out.stats.forward_passes
-            acc.tokens += g
-            acc.agree += int((ref_gen == gen).sum())
-            acc.n += 1
-            if answer is not None:
-                acc.correct += data.parse_answer(tok.decode(gen, skip_special_tokens=True)) == answer
-                acc.ref_correct += data.parse_answer(tok.decode(ref_gen, skip_special_tokens=True)) == answer
-            bar.update(1)
-        agreement = acc.agree / acc.tokens
-        record = {
-            "task": task,
-            "model": options.model,
-            "method": method,
-            "setting": setting,
-            "options": opts,
-            "gen_length": g,
-            "block_length": options.block_length,
-            "prompts": acc.n,
-            "speedup": round(acc.ref_s / acc.m_s, 3),
-            "reference_seconds": round(acc.ref_s, 3),
-            "method_seconds": round(acc.m_s, 3),
-            "forwards_per_token": round(acc.forwards / acc.tokens, 4),
-            "accuracy": round(acc.correct / acc.n if task == "arithmetic" else agreement, 4),
-            "reference_accuracy": round(acc.ref_correct / acc.n if task == "arithmetic" else 1.0, 4),
-            "agreement": round(agreement, 4),
-            "timing": "interleaved per prompt; wall clock on a shared machine",
-            "command": options.command,
-        }
-        with path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        done.append(record)
-        progress(
-            f"{task} G={g} {setting}: speedup {record['speedup']:.2f}x  acc {record['accuracy']:.3f} "
-            f"(ref {record['reference_accuracy']:.3f})  agreement {agreement:.3f}"
-        )
-    bar.close()
+    total = sum(len(prompts[t]) for t, _, _ in todo)
+    with RecordLog(path) as log, progress_bar(total, unit="prompt", desc="bench-dllm") as bar:
+        for task, g, setting in todo:
+            _measure(options, adapter, tok, prompts, task, g, setting, log, bar, done, progress)
     _write_report(options, done)
     _plot_pareto(options.out / "pareto.png", done)
     if not (options.out / "canvas.png").exists():
@@ -185,18 +163,75 @@ def run_bench(options: DLLMBenchOptions, progress: Callable[[str], None] = print
     return done
 
 
+def _measure(options, adapter, tok, prompts, task, g, setting, log, bar, done, progress) -> None:
+    """One (task, gen length, setting) record: the method and the reference sampler timed
+    back to back on every prompt (interleaved), appended to ``log`` and ``done``."""
+    method, opts = SETTINGS[setting]
+    acc = _Acc()
+    for i, (ids, answer) in enumerate(prompts[task]):
+        pl = ids.shape[1]
+        if i % 2:  # alternate which of the two runs first, so drift hits both alike
+            out, m_s = _decode(adapter, ids, g, options.block_length, method, opts)
+            ref, ref_s = _decode(adapter, ids, g, options.block_length, "reference", {})
+        else:
+            ref, ref_s = _decode(adapter, ids, g, options.block_length, "reference", {})
+            out, m_s = _decode(adapter, ids, g, options.block_length, method, opts)
+        ref_gen, gen = ref.sequences[0, pl:], out.sequences[0, pl:]
+        acc.ref_s += ref_s
+        acc.m_s += m_s
+        acc.forwards += out.stats.forward_passes
+        acc.tokens += g
+        acc.agree += int((ref_gen == gen).sum())
+        acc.n += 1
+        if answer is not None:
+            acc.correct += data.parse_answer(tok.decode(gen, skip_special_tokens=True)) == answer
+            acc.ref_correct += data.parse_answer(tok.decode(ref_gen, skip_special_tokens=True)) == answer
+        bar.update(1)
+    agreement = acc.agree / acc.tokens
+    record = {
+        "task": task,
+        "model": options.model,
+        "method": method,
+        "setting": setting,
+        "options": opts,
+        "gen_length": g,
+        "block_length": options.block_length,
+        "prompts": acc.n,
+        "speedup": round(acc.ref_s / acc.m_s, 3),
+        "reference_seconds": round(acc.ref_s, 3),
+        "method_seconds": round(acc.m_s, 3),
+        "forwards_per_token": round(acc.forwards / acc.tokens, 4),
+        "accuracy": round(acc.correct / acc.n if task == "arithmetic" else agreement, 4),
+        "reference_accuracy": round(acc.ref_correct / acc.n if task == "arithmetic" else 1.0, 4),
+        "agreement": round(agreement, 4),
+        "timing": "interleaved per prompt (order alternating); wall clock",
+        "command": options.command,
+    }
+    log.append(record)
+    done.append(record)
+    progress(
+        f"{task} G={g} {setting}: speedup {record['speedup']:.2f}x  acc {record['accuracy']:.3f} "
+        f"(ref {record['reference_accuracy']:.3f})  agreement {agreement:.3f}"
+    )
+
+
 def report_table(records: list[dict]) -> list[str]:
     """Markdown table lines, one row per record."""
-    lines = [
-        "| task | G | setting | speedup | forwards/token | accuracy | reference acc. | agreement |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(records, key=lambda r: (r["task"], r["gen_length"], r["setting"])):
-        lines.append(
-            f"| {r['task']} | {r['gen_length']} | {r['setting']} | {r['speedup']:.2f}x | {r['forwards_per_token']:.3f} "
-            f"| {r['accuracy']:.3f} | {r['reference_accuracy']:.3f} | {r['agreement']:.3f} |"
+    header = ("task", "G", "setting", "speedup", "forwards/token", "accuracy", "reference acc.", "agreement")
+    rows = [
+        (
+            r["task"],
+            str(r["gen_length"]),
+            r["setting"],
+            number(r["speedup"], ".2f", "x"),
+            number(r["forwards_per_token"], ".3f"),
+            number(r["accuracy"], ".3f"),
+            number(r["reference_accuracy"], ".3f"),
+            number(r["agreement"], ".3f"),
         )
-    return lines
+        for r in sorted(records, key=lambda r: (r["task"], r["gen_length"], r["setting"]))
+    ]
+    return markdown_table(header, rows)
 
 
 def _write_report(options: DLLMBenchOptions, records: list[dict]) -> None:

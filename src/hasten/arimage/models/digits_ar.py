@@ -76,7 +76,9 @@ class KVCache:
         self.values = [v[:, :, :length] for v in self.values]
 
 
-class _Block(nn.Module):
+class TransformerBlock(nn.Module):
+    """Pre-norm causal self-attention + MLP block; x: (B, T, dim) float -> same shape (shared by digits-mar)."""
+
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
         self.heads, self.dropout = heads, dropout
@@ -119,7 +121,7 @@ class DigitsAR(nn.Module):
         self.token_emb = nn.Embedding(vocab_size, dim)
         self.class_emb = nn.Embedding(num_classes + 1, dim)
         self.pos_emb = nn.Parameter(torch.zeros(seq_len, dim))
-        self.blocks = nn.ModuleList(_Block(dim, heads, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, dropout) for _ in range(layers))
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab_size)
         nn.init.normal_(self.pos_emb, std=0.02)
 

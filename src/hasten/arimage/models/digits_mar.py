@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .digits_ar import KVCache, _Block
+from .digits_ar import KVCache, TransformerBlock
 
 __all__ = [
     "ARCHITECTURES",
@@ -133,7 +133,7 @@ class DigitsMAR(nn.Module):
         self.token_in = nn.Linear(TOKEN_DIM, dim)
         self.class_emb = nn.Embedding(num_classes + 1, dim)
         self.pos_emb = nn.Parameter(torch.zeros(seq_len, dim))
-        self.blocks = nn.ModuleList(_Block(dim, heads, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
         self.head = DiffusionHead(dim, head_width, head_blocks)
         nn.init.normal_(self.pos_emb, std=0.02)
