@@ -2,7 +2,10 @@
 
 Objective (LLaDA, Nie et al., arXiv 2502.09992, supervised form): for each sequence draw a
 mask ratio t ~ U(0, 1), replace every answer token by [MASK] with probability t, and minimise
-the cross-entropy on the masked tokens weighted by 1/t, normalised by the answer length.
+the cross-entropy on the masked tokens. LLaDA weights each sequence's masked-token loss by 1/t
+(the ELBO); at this scale that weighting's gradient variance kept the model from learning even a
+copy task (loss ~3 after 2,100 steps), so the loss here is the plain mean over masked tokens
+(the same minimiser, since both are minimised by the true conditionals of the masked tokens).
 Answers are padded with end-of-text tokens to the generation length (96, 128 or 256 tokens),
 which are part of the answer, so the model learns where to stop.
 
@@ -15,7 +18,7 @@ SmolLM2 id map ships inside the weights file (tensor ``vocab.smollm2_ids``, -1 f
 
 Run from the repository root (the shipped weights were made by exactly this command):
 
-    python training/train_dllm.py --minutes 28 --threads 2 --seed 0
+    python training/train_dllm.py --minutes 36 --threads 2 --seed 0
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def llada_loss(net, ids, visible, plen, gen):
     noisy = torch.where(masked, torch.full_like(ids, MASK), ids)
     logits, _ = net(noisy, key_mask=visible[:, None, None, :])
     ce = F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none").view(b, length)
-    return ((ce * masked / t).sum(dim=1) / (length - plen)).mean()
+    return (ce * masked).sum() / masked.sum()
 
 
 def main() -> None:
@@ -110,7 +113,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--tokens-per-step", type=int, default=2048)
     ap.add_argument("--text-vocab", type=int, default=3000)
-    ap.add_argument("--text-frac", type=float, default=0.25)
+    ap.add_argument("--text-frac", type=float, default=0.1)
     ap.add_argument("--out", type=Path, default=WEIGHTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -182,7 +185,7 @@ def main() -> None:
         "training": {
             "command": f"python training/train_dllm.py --minutes {args.minutes:g} --threads {args.threads} "
             f"--seed {args.seed} --text-frac {args.text_frac:g} --lr {args.lr:g}",
-            "objective": "LLaDA masked diffusion: t~U(0,1), mask answer tokens w.p. t, CE on masked / t",
+            "objective": "LLaDA masking: t~U(0,1), mask answer tokens w.p. t, mean CE over masked tokens",
             "seconds": round(seconds, 1),
             "steps": step,
             "seed": args.seed,

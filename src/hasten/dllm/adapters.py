@@ -13,6 +13,13 @@ A sampler never touches a model class directly; it talks to a :class:`DLLMAdapte
 * ``encode_ids`` / ``decode_ids``: the boundary between the user's token ids and the model's
   (identity unless the model was trained on a reduced vocabulary, like ``mdlm-small``).
 
+Block-diffusion models (DiffusionGemma, :mod:`hasten.dllm.gemma`) see nothing after the block
+being decoded; their adapters set ``block_diffusion = True`` and implement
+``begin_block(canvas, start, end)`` (encode the finished prefix, reset per-block state) and
+``block_forward(canvas, start, end) -> (B, N, V)`` logits, which the samplers call instead of
+``forward``; a model without a [MASK] token marks undecided positions with a sentinel id
+(``mask_id`` = the vocabulary size) and feeds them as its own noise.
+
 Adapters are looked up by model type in :data:`ADAPTERS` (a :class:`hasten.registry.Registry`),
 so ``as_adapter(model)`` works for any registered architecture; nothing is patched.
 """
@@ -129,3 +136,7 @@ def check_adapter(adapter: DLLMAdapter) -> None:
     """Raise ValueError if the model cannot be decoded by masked diffusion (no [MASK] token)."""
     if adapter.mask_id is None:
         raise ValueError("this model has no mask token (mask_id is None); masked-diffusion decoding needs one")
+    if getattr(adapter, "block_diffusion", False) and not (
+        callable(getattr(adapter, "begin_block", None)) and callable(getattr(adapter, "block_forward", None))
+    ):
+        raise TypeError("a block-diffusion adapter must implement begin_block and block_forward")

@@ -47,7 +47,7 @@ def top_tokens(logits: torch.Tensor, mask_id: int | None = None) -> tuple[torch.
     ``mask_id``: the [MASK] id, never proposed (a committed [MASK] would stay masked forever);
     its probability mass is removed before the softmax, as LLaDA's samplers never emit it.
     """
-    if mask_id is not None:
+    if mask_id is not None and mask_id < logits.shape[-1]:  # a sentinel past the vocabulary needs nothing
         logits = logits.clone()
         logits[..., mask_id] = -torch.inf
     probs = torch.softmax(logits, dim=-1)

@@ -1,7 +1,7 @@
 """Data for the dLLM trained here: GSM8K-style arithmetic with exact answers, and Python source.
 
-* **Arithmetic** (:func:`arithmetic_problem`): a short word problem with 2-4 steps of addition
-  and subtraction, answered in the style of GSM8K (Cobbe et al., arXiv 2110.14168): one line per
+* **Arithmetic** (:func:`arithmetic_problem`): a short word problem with 2-3 steps of addition
+  and subtraction of a one-digit number, answered in the style of GSM8K (Cobbe et al., arXiv 2110.14168): one line per
   step with the equation written out, then ``#### <answer>``. Generated from a seed, so the
   held-out evaluation set (:func:`eval_problems`, seeds from :data:`EVAL_SEED`) is reproducible
   and disjoint from training (the training script skips any question in it).
@@ -56,15 +56,15 @@ class Problem:
 
 
 def arithmetic_problem(rng: random.Random) -> Problem:
-    """A 2-4 step addition/subtraction word problem; every intermediate value stays in 0..99."""
+    """A 2-3 step word problem adding or subtracting 1..9 each step; every intermediate value stays in 0..99."""
     name, other = rng.sample(NAMES, 2)
     item = rng.choice(ITEMS)
     value = rng.randint(5, 40)
     question = [f"{name} has {value} {item}."]
     lines = [f"{name} starts with {value} {item}."]
-    for _ in range(rng.randint(2, 4)):
+    for _ in range(rng.randint(2, 3)):
         add = value < 10 or (value < 90 and rng.random() < 0.5)
-        n = rng.randint(1, min(20, 99 - value) if add else min(20, value))
+        n = rng.randint(1, min(9, 99 - value) if add else min(9, value))
         if add:
             verb, past = rng.choice([("buys", "buying"), ("finds", "finding"), ("gets", "getting")])
             question.append(f"Then {name} {verb} {n} more.")

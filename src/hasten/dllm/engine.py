@@ -7,7 +7,9 @@ Per block (semi-autoregressive, left to right) and per step until the block has 
 2. the method's ``select`` turns the block's logits into a commit mask (:mod:`.core` rules);
 3. committed positions take the greedy token; optionally (EoTP) masked positions after a
    committed end-of-text become end-of-text.
-A block with no [MASK] left takes no step. Each forward counts once in ``forward_passes``,
+A block with no [MASK] left takes no step. Block-diffusion adapters (``block_diffusion = True``,
+e.g. DiffusionGemma) see nothing after the current block: the engine calls their
+``begin_block`` at each block start and ``block_forward`` instead of the cache policy's forward. Each forward counts once in ``forward_passes``,
 whatever its width; ``positions_computed`` adds up the widths.
 """
 
@@ -107,17 +109,25 @@ def decode_blocks(
     t0 = time.perf_counter()
     mask_id, length = adapter.mask_id, canvas.shape[1]
     store = KVStore()
-    keep = cache.mode != "none" and adapter.supports_kv
+    block_diffusion = getattr(adapter, "block_diffusion", False)
+    keep = cache.mode != "none" and adapter.supports_kv and not block_diffusion
     run_step = 0
     stats.gen_tokens = length - prompt_len
     for start in range(prompt_len, length, block_length):
         end = start + block_length
         block_step = 0
+        if block_diffusion and bool((canvas[:, start:end] == mask_id).any()):
+            adapter.begin_block(canvas, start, end)
         while bool((canvas[:, start:end] == mask_id).any()):
-            positions = (
-                cache.positions(store, canvas, mask_id, prompt_len, start, end, block_step, run_step) if keep else None
-            )
-            logits, ran = store.run(adapter, canvas, positions, keep)
+            if block_diffusion:  # the adapter serves the prefix from its own exact cache
+                logits, ran = adapter.block_forward(canvas, start, end), torch.arange(start, end)
+            else:
+                positions = (
+                    cache.positions(store, canvas, mask_id, prompt_len, start, end, block_step, run_step)
+                    if keep
+                    else None
+                )
+                logits, ran = store.run(adapter, canvas, positions, keep)
             stats.forward_passes += 1
             stats.positions_computed += len(ran)
             block_logits = _block_logits(logits, ran, start, end)

@@ -39,15 +39,22 @@ def reference_sample(
         end = start + block_length
         schedule = num_transfer_tokens(canvas[:, start:end] == mask_id, steps_per_block)
         taken = 0
+        block_diffusion = getattr(adapter, "block_diffusion", False)
+        if block_diffusion and bool((canvas[:, start:end] == mask_id).any()):
+            adapter.begin_block(canvas, start, end)
         for step in range(steps_per_block):
             candidates = canvas[:, start:end] == mask_id
             if not bool(candidates.any()):
                 break
             taken += 1
-            logits, _ = adapter.forward(canvas, positions)
+            if block_diffusion:  # sees the finished prefix (from its encoder cache) and the block only
+                block_logits = adapter.block_forward(canvas, start, end)
+                stats.positions_computed += end - start
+            else:
+                block_logits = adapter.forward(canvas, positions)[0][:, start:end]
+                stats.positions_computed += length
             stats.forward_passes += 1
-            stats.positions_computed += length
-            tokens, conf = top_tokens(logits[:, start:end], mask_id)
+            tokens, conf = top_tokens(block_logits, mask_id)
             commit = low_confidence_topk(conf, candidates, schedule[:, step])
             canvas[:, start:end] = torch.where(commit, tokens, canvas[:, start:end])
             if trace is not None:
