@@ -63,3 +63,13 @@ def test_cli_generate(capsys):
     result = CliRunner().invoke(app, ["dllm", "generate", "--gen-length", "32", "--method", "fast_dllm", "Question: x"])
     assert result.exit_code == 0, result.output
     assert "forwards" in result.output
+
+
+def test_resume_runs_only_the_missing_settings_of_a_group(tmp_path):
+    run_bench(small(tmp_path), progress=lambda s: None)
+    both = ("control fast_dllm t1.0 none", "fast_dllm t0.9 dual")
+    lines: list[str] = []
+    records = run_bench(small(tmp_path, resume=True, settings=both), progress=lines.append)
+    assert sorted(r["setting"] for r in records) == sorted(both)
+    assert len(lines) == 1 and lines[0].startswith("arithmetic G=32 fast_dllm t0.9 dual")
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 2

@@ -1,8 +1,9 @@
 """``hasten bench-dllm``: every dLLM method against the reference sampler of the same model.
 
-For each (task, gen length, method setting) the reference sampler (LLaDA, arXiv 2502.09992;
-one token per step, ``steps_per_block = block_length``) and the method decode the same prompts,
-interleaved prompt by prompt, so load on the machine hits both alike. One JSONL record per
+For each (task, gen length) the reference sampler (LLaDA, arXiv 2502.09992; one token per
+step, ``steps_per_block = block_length``) and every method setting decode the same prompts,
+back to back per prompt in an order that rotates prompt by prompt, so load on the machine hits
+all alike; the reference's time on a prompt is every setting's baseline for it. One JSONL record per
 (task, gen length, setting) holds: ``method``, ``setting``, ``gen_length``, ``speedup`` (reference
 seconds / method seconds, summed over prompts), ``forwards_per_token`` (dLLM forwards per
 generated token), ``accuracy`` and ``reference_accuracy`` and ``agreement`` (fraction of
@@ -36,6 +37,7 @@ from ..benchcore import (
     number,
     progress_bar,
     read_records,
+    rotated,
     utc_date,
     versions,
     write_meta,
@@ -53,6 +55,7 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "fast_dllm t0.9 dual": ("fast_dllm", {"threshold": 0.9, "cache": "dual"}),
     "fast_dllm t0.9 prefix": ("fast_dllm", {"threshold": 0.9, "cache": "prefix"}),
     "dkv_cache decode": ("dkv_cache", {}),
+    "dkv_cache greedy": ("dkv_cache", {"variant": "greedy"}),
     "local_leap dual": ("local_leap", {}),
     "prophet": ("prophet", {}),
     "ar_guided smollm2-135m": ("ar_guided", {"guide": "smollm2-135m"}),
@@ -106,14 +109,26 @@ class _Acc:
     outputs: list = field(default_factory=list)
 
 
-def _prompts(task: str, n: int, tok) -> list[tuple[torch.Tensor, int | None]]:
+def _prompts(task: str, n: int, tok, adapter=None) -> list[tuple[torch.Tensor, int | None]]:
+    """``n`` (prompt ids (1, P), answer or None) pairs. Text prompts are 32-token windows of the
+    held-out files' lines the model's vocabulary covers (``adapter.encode_ids`` accepts them)."""
     if task == "arithmetic":
         return [(torch.tensor([tok(data.prompt_text(p))["input_ids"]]), p.answer) for p in data.eval_problems(n)]
     out = []
     for path in (p for p in data.stdlib_files() if data.is_heldout_file(p)):
-        ids = tok(path.read_text(encoding="utf-8", errors="replace"))["input_ids"]
-        for start in range(0, max(0, len(ids) - 32), 997):
-            out.append((torch.tensor([ids[start : start + 32]]), None))
+        # the held-out file's lines that the model's vocabulary covers, joined (the training
+        # stream was built the same way from the training files)
+        stream: list[int] = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+            ids = tok(line)["input_ids"]
+            if adapter is not None:
+                try:
+                    adapter.encode_ids(torch.tensor([ids]))
+                except ValueError:
+                    continue
+            stream += ids
+        for start in range(0, max(0, len(stream) - 32), 997)[:2]:  # at most two per file: spread over files
+            out.append((torch.tensor([stream[start : start + 32]]), None))
             if len(out) >= n:
                 return out
     return out
@@ -143,18 +158,17 @@ def run_bench(options: DLLMBenchOptions, progress: Callable[[str], None] = print
     keys = {(r["task"], r["gen_length"], r["setting"]) for r in done}
     write_meta(options.out, meta)
     adapter, tok = load(options.model)
-    todo = [
-        (task, g, s)
+    groups = [
+        (task, g, missing)
         for task in options.tasks
         for g in options.gen_lengths
-        for s in options.settings
-        if (task, g, s) not in keys
+        if (missing := [s for s in options.settings if (task, g, s) not in keys])
     ]
-    prompts = {task: _prompts(task, options.n_prompts, tok) for task in options.tasks}
-    total = sum(len(prompts[t]) for t, _, _ in todo)
+    prompts = {task: _prompts(task, options.n_prompts, tok, adapter) for task in options.tasks}
+    total = sum(len(prompts[t]) for t, _, _ in groups)
     with RecordLog(path) as log, progress_bar(total, unit="prompt", desc="bench-dllm") as bar:
-        for task, g, setting in todo:
-            _measure(options, adapter, tok, prompts, task, g, setting, log, bar, done, progress)
+        for task, g, settings in groups:
+            _measure(options, adapter, tok, prompts, task, g, settings, log, bar, done, progress)
     _write_report(options, done)
     _plot_pareto(options.out / "pareto.png", done)
     if not (options.out / "canvas.png").exists():
@@ -163,56 +177,64 @@ def run_bench(options: DLLMBenchOptions, progress: Callable[[str], None] = print
     return done
 
 
-def _measure(options, adapter, tok, prompts, task, g, setting, log, bar, done, progress) -> None:
-    """One (task, gen length, setting) record: the method and the reference sampler timed
-    back to back on every prompt (interleaved), appended to ``log`` and ``done``."""
-    method, opts = SETTINGS[setting]
-    acc = _Acc()
+def _measure(options, adapter, tok, prompts, task, g, settings, log, bar, done, progress) -> None:
+    """Records for ``settings`` of one (task, gen length): per prompt the reference sampler and
+    every setting run back to back, the order rotating prompt by prompt (so drift and load hit
+    all alike); the reference's time on a prompt is each setting's baseline for that prompt.
+    One record per setting is appended to ``log`` and ``done`` when the group ends."""
+    contenders = ["reference", *settings]
+    acc = {s: _Acc() for s in settings}
     for i, (ids, answer) in enumerate(prompts[task]):
         pl = ids.shape[1]
-        if i % 2:  # alternate which of the two runs first, so drift hits both alike
-            out, m_s = _decode(adapter, ids, g, options.block_length, method, opts)
-            ref, ref_s = _decode(adapter, ids, g, options.block_length, "reference", {})
-        else:
-            ref, ref_s = _decode(adapter, ids, g, options.block_length, "reference", {})
-            out, m_s = _decode(adapter, ids, g, options.block_length, method, opts)
-        ref_gen, gen = ref.sequences[0, pl:], out.sequences[0, pl:]
-        acc.ref_s += ref_s
-        acc.m_s += m_s
-        acc.forwards += out.stats.forward_passes
-        acc.tokens += g
-        acc.agree += int((ref_gen == gen).sum())
-        acc.n += 1
-        if answer is not None:
-            acc.correct += data.parse_answer(tok.decode(gen, skip_special_tokens=True)) == answer
-            acc.ref_correct += data.parse_answer(tok.decode(ref_gen, skip_special_tokens=True)) == answer
+        runs = {}
+        for name in rotated(contenders, i):
+            method, opts = ("reference", {}) if name == "reference" else SETTINGS[name]
+            runs[name] = _decode(adapter, ids, g, options.block_length, method, opts)
+        ref, ref_s = runs["reference"]
+        ref_gen = ref.sequences[0, pl:]
+        ref_ok = answer is not None and data.parse_answer(tok.decode(ref_gen, skip_special_tokens=True)) == answer
+        for setting in settings:
+            out, m_s = runs[setting]
+            gen, a = out.sequences[0, pl:], acc[setting]
+            a.ref_s += ref_s
+            a.m_s += m_s
+            a.forwards += out.stats.forward_passes
+            a.tokens += g
+            a.agree += int((ref_gen == gen).sum())
+            a.n += 1
+            if answer is not None:
+                a.correct += data.parse_answer(tok.decode(gen, skip_special_tokens=True)) == answer
+                a.ref_correct += ref_ok
         bar.update(1)
-    agreement = acc.agree / acc.tokens
-    record = {
-        "task": task,
-        "model": options.model,
-        "method": method,
-        "setting": setting,
-        "options": opts,
-        "gen_length": g,
-        "block_length": options.block_length,
-        "prompts": acc.n,
-        "speedup": round(acc.ref_s / acc.m_s, 3),
-        "reference_seconds": round(acc.ref_s, 3),
-        "method_seconds": round(acc.m_s, 3),
-        "forwards_per_token": round(acc.forwards / acc.tokens, 4),
-        "accuracy": round(acc.correct / acc.n if task == "arithmetic" else agreement, 4),
-        "reference_accuracy": round(acc.ref_correct / acc.n if task == "arithmetic" else 1.0, 4),
-        "agreement": round(agreement, 4),
-        "timing": "interleaved per prompt (order alternating); wall clock",
-        "command": options.command,
-    }
-    log.append(record)
-    done.append(record)
-    progress(
-        f"{task} G={g} {setting}: speedup {record['speedup']:.2f}x  acc {record['accuracy']:.3f} "
-        f"(ref {record['reference_accuracy']:.3f})  agreement {agreement:.3f}"
-    )
+    for setting in settings:
+        method, opts = SETTINGS[setting]
+        a = acc[setting]
+        agreement = a.agree / a.tokens
+        record = {
+            "task": task,
+            "model": options.model,
+            "method": method,
+            "setting": setting,
+            "options": opts,
+            "gen_length": g,
+            "block_length": options.block_length,
+            "prompts": a.n,
+            "speedup": round(a.ref_s / a.m_s, 3),
+            "reference_seconds": round(a.ref_s, 3),
+            "method_seconds": round(a.m_s, 3),
+            "forwards_per_token": round(a.forwards / a.tokens, 4),
+            "accuracy": round(a.correct / a.n if task == "arithmetic" else agreement, 4),
+            "reference_accuracy": round(a.ref_correct / a.n if task == "arithmetic" else 1.0, 4),
+            "agreement": round(agreement, 4),
+            "timing": "per prompt: reference and every setting back to back, order rotating; wall clock",
+            "command": options.command,
+        }
+        log.append(record)
+        done.append(record)
+        progress(
+            f"{task} G={g} {setting}: speedup {record['speedup']:.2f}x  acc {record['accuracy']:.3f} "
+            f"(ref {record['reference_accuracy']:.3f})  agreement {agreement:.3f}"
+        )
 
 
 def report_table(records: list[dict]) -> list[str]:

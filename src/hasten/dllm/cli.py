@@ -58,6 +58,10 @@ def bench_dllm(
     resume: bool = typer.Option(False, help="Continue the run in --out, skipping finished records."),
     model: str = typer.Option("mdlm-small", help="Shipped dLLM name."),
     prompts: Optional[int] = typer.Option(None, min=1, help="Prompts per task (default 50; quick 8)."),
+    tasks: Optional[str] = typer.Option(None, help="Comma list of tasks: arithmetic,text (default both)."),
+    settings: Optional[str] = typer.Option(
+        None, help="Comma list of settings (hasten.dllm.bench.SETTINGS; default all), e.g. 'fast_dllm t0.9 dual'."
+    ),
     threads: int = typer.Option(1, min=1, help="torch CPU threads."),
 ) -> None:
     """Measure dLLM methods (fast_dllm, dkv_cache, local_leap, prophet, ar_guided) against the
@@ -74,6 +78,10 @@ def bench_dllm(
     out = out or Path("results") / f"bench-dllm-{'quick-' if quick else ''}{stamp}"
     command = shlex.join(["hasten", *sys.argv[1:]]) if Path(sys.argv[0]).name == "hasten" else shlex.join(sys.argv)
     extra = {"n_prompts": prompts} if prompts else {}
+    if tasks:
+        extra["tasks"] = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    if settings:
+        extra["settings"] = tuple(t.strip() for t in settings.split(",") if t.strip())
     opts = DLLMBenchOptions.make(out, quick=quick, resume=resume, command=command, model=model, **extra)
     records = run_bench(opts, progress=typer.echo)
     for line in report_table(records):

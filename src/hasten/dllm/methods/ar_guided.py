@@ -13,6 +13,7 @@ proposal commits alone (so decoding always progresses, as in the reference).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,15 @@ def agreed_run(proposal: torch.Tensor, guide_next: torch.Tensor, candidates: tor
     return run
 
 
+@functools.lru_cache(maxsize=2)
+def _named_guide(name: str) -> torch.nn.Module:
+    """A built-in guide, loaded once per process (``generate`` builds a method object per call,
+    and loading SmolLM2 takes seconds: it must not land inside every decode)."""
+    from ... import load_model
+
+    return load_model(name)[0].eval()
+
+
 class ARGuided:
     def __init__(self, config: ARGuidedConfig) -> None:
         self.config = config
@@ -70,12 +80,7 @@ class ARGuided:
 
     def guide(self) -> torch.nn.Module:
         if self._guide is None:
-            if isinstance(self.config.guide, str):
-                from ... import load_model
-
-                self._guide = load_model(self.config.guide)[0].eval()
-            else:
-                self._guide = self.config.guide
+            self._guide = _named_guide(self.config.guide) if isinstance(self.config.guide, str) else self.config.guide
         return self._guide
 
     def select(self, view):
