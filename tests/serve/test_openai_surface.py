@@ -12,7 +12,7 @@ import openai
 import pytest
 
 import hasten
-from hasten.drafters.base import Drafter, MethodSpec, register
+from hasten.drafters.base import METHODS, Drafter, MethodSpec, register
 from hasten.serve.app import chat_prompt_ids
 
 from .serve_live import serving
@@ -230,22 +230,25 @@ def test_generation_error_is_500_and_server_keeps_serving(server):
         pass
 
     register(MethodSpec("boom_test", BoomConfig, lambda config: _Boom(), "test drafter that fails"))
-    r = httpx.post(
-        server.url + "/v1/chat/completions",
-        timeout=30,
-        json={
-            "messages": [{"role": "user", "content": "hello there"}],
-            "max_tokens": 30,
-            "hasten": {"method": "boom_test"},
-        },
-    )
-    assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
-    ok = httpx.post(
-        server.url + "/v1/chat/completions",
-        timeout=30,
-        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
-    )
-    assert ok.status_code == 200
+    try:  # a throw-away method: never left registered for other test files in this worker
+        r = httpx.post(
+            server.url + "/v1/chat/completions",
+            timeout=30,
+            json={
+                "messages": [{"role": "user", "content": "hello there"}],
+                "max_tokens": 30,
+                "hasten": {"method": "boom_test"},
+            },
+        )
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+        ok = httpx.post(
+            server.url + "/v1/chat/completions",
+            timeout=30,
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        )
+        assert ok.status_code == 200
+    finally:
+        METHODS.unregister("boom_test")
 
 
 def test_models_and_health(server):
