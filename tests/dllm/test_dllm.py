@@ -29,12 +29,12 @@ def prompts(seed: int, rows: int = 1, length: int = 5) -> torch.Tensor:
     return torch.randint(0, EOS, (rows, length), generator=g)
 
 
-def tiny_guide(seed: int = 1) -> torch.nn.Module:
+def tiny_guide(seed: int = 1, vocab: int = VOCAB) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=VOCAB,
+        vocab_size=vocab,
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=1,

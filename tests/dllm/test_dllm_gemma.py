@@ -18,6 +18,8 @@ from hasten.dllm.adapters import as_adapter  # noqa: E402
 from hasten.dllm.gemma import DiffusionGemmaAdapter  # noqa: E402
 from hasten.dllm.methods import METHODS  # noqa: E402
 
+from .test_dllm import tiny_guide  # noqa: E402
+
 VOCAB, CANVAS = 64, 8
 
 
@@ -144,21 +146,7 @@ def test_prefix_cache_reuse_equals_fresh_encoding():
 
 
 def options_for(name: str) -> dict:
-    if name != "ar_guided":
-        return {}
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(3)
-    cfg = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return {"guide": LlamaForCausalLM(cfg).to(torch.float64).eval()}
+    return {"guide": tiny_guide(seed=3, vocab=VOCAB)} if name == "ar_guided" else {}
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS.names() if not n.startswith("example_")])
@@ -195,6 +183,8 @@ def test_lossless_controls_hold_on_diffusion_gemma(seed):
 def test_registered_adapter_and_bad_input():
     model = tiny_gemma(0, context=24)
     adapter = as_adapter(model)
+    with pytest.raises(TypeError, match="block_forward"):
+        adapter.forward(prompt(0), torch.arange(5))
     assert isinstance(adapter, DiffusionGemmaAdapter)
     assert adapter.mask_id == VOCAB and adapter.max_length == 24
     with pytest.raises(ValueError, match="context"):

@@ -98,9 +98,13 @@ class DiffusionGemmaAdapter:
         return ids
 
     def forward(self, ids, positions, past=None, return_kv=False):
-        """Not available: a block-diffusion model only scores a block after its prefix (use
-        :meth:`block_forward`). Raises NotImplementedError."""
-        raise NotImplementedError("DiffusionGemma decodes block by block: use begin_block / block_forward")
+        """Refused: a block-diffusion model only scores a block after its finished prefix, never a
+        whole canvas (the samplers call :meth:`block_forward`, as ``block_diffusion`` is True).
+
+        Raises:
+            TypeError: always.
+        """
+        raise TypeError("DiffusionGemma scores one block after its prefix: call begin_block, then block_forward")
 
     def begin_block(self, canvas: torch.Tensor, start: int, end: int) -> None:
         """Encode ``canvas[:, :start]`` (prompt + finished blocks, no undecided position) into the
