@@ -45,6 +45,10 @@ def test_other_fields():
         GSDConfig(group_size=-1)
     with pytest.raises(ValueError, match="end_steps"):
         DiSAConfig(start_steps=5, end_steps=6)
+    with pytest.raises(ValueError, match="schedule"):
+        DiSAConfig(schedule="exponential")
+    with pytest.raises(ValueError, match="switch"):
+        DiSAConfig(schedule="two_stage", switch=1.5)
     with pytest.raises(ValueError, match="gamma"):
         ContinuousSDConfig(gamma=0)
 

@@ -74,3 +74,31 @@ def test_disa_without_annealing_is_the_reference(tiny_mar):
     head = sum(s.head_calls for s in stats.per_image)
     assert head < sum(s.head_calls for s in ref_stats.per_image)
     assert head == len(LABELS) * (6 + 5 + 4 + 3 + 2 + 1)  # linear anneal 6 -> 1 over 6 tokens
+
+
+def test_disa_two_stage_keeps_full_steps_for_the_first_share(tiny_mar):
+    ref, _ = ha.generate(tiny_mar, LABELS, "disa", seed=3, start_steps=6, end_steps=6)
+    whole, _ = ha.generate(
+        tiny_mar, LABELS, "disa", seed=3, start_steps=6, end_steps=1, schedule="two_stage", switch=1.0
+    )
+    assert torch.equal(ref, whole)  # every token keeps start_steps: the reference draw for draw
+    _, stats = ha.generate(
+        tiny_mar, LABELS, "disa", seed=3, start_steps=6, end_steps=2, schedule="two_stage", switch=0.3
+    )
+    # ceil(0.3 * 6) = 2 tokens at 6 steps, then 4 tokens at 2 steps
+    assert sum(s.head_calls for s in stats.per_image) == len(LABELS) * (6 + 6 + 2 + 2 + 2 + 2)
+
+
+@pytest.mark.parametrize(
+    "schedule, switch, expected",
+    [
+        ("linear", 0.25, [25, 20, 15, 10, 5]),
+        ("cosine", 0.25, [25, 22, 15, 8, 5]),  # 5 + 20 * (1 + cos(pi * i / 4)) / 2
+        ("two_stage", 0.4, [25, 25, 5, 5, 5]),
+        ("two_stage", 0.0, [5, 5, 5, 5, 5]),
+    ],
+)
+def test_anneal_schedules(schedule, switch, expected):
+    from hasten.arimage.mar import annealed_steps
+
+    assert [annealed_steps(i, 5, 25, 5, schedule, switch) for i in range(5)] == expected

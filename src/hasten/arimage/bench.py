@@ -92,8 +92,10 @@ def settings_for(model: str, quick: bool) -> list[Setting]:
         Setting("continuous_sd", (("gamma", 2), ("head_steps", 25))),
         Setting("disa", (("start_steps", 25), ("end_steps", 5))),
         Setting("disa", (("start_steps", 25), ("end_steps", 2))),
+        Setting("disa", (("start_steps", 25), ("end_steps", 2), ("schedule", "two_stage"), ("switch", 0.25))),
+        Setting("disa", (("start_steps", 25), ("end_steps", 5), ("schedule", "two_stage"), ("switch", 0.25))),
     ]
-    return [Setting("continuous_sd", (("gamma", 4), ("head_steps", 10))), full[3]] if quick else full
+    return [Setting("continuous_sd", (("gamma", 4), ("head_steps", 10))), full[5]] if quick else full
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,11 @@ class ArimageBenchOptions:
         out: run folder. models: model names. quick: fewer images, settings and repeats.
         images: images per fidelity set (labels 0-9 in turn). continuous_images: the same
         for continuous-token models (capped by ``images``; their head makes each image
-        ~10x dearer). timing_images: images per timed call (capped by the set size). repeats: timed (reference, method) pairs per setting. resume: skip
-        finished records in ``out``. command: recorded in meta.json.
+        ~10x dearer). timing_images: images per timed call (capped by the set size).
+        repeats: timed (reference, method) pairs per setting. resume: skip finished
+        records in ``out``. command: recorded in meta.json. methods: measure only these
+        methods' settings (None = all); not part of the protocol, so a resumed run may
+        add the others later.
 
     Raises:
         ValueError: no models, or a count < 1.
@@ -120,10 +125,16 @@ class ArimageBenchOptions:
     continuous_images: int = 200
     resume: bool = False
     command: str = ""
+    methods: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
             raise ValueError("need at least one model")
+        if self.methods is not None:
+            known = {s.method for m in self.models for s in settings_for(m, self.quick)}
+            unknown = sorted(set(self.methods) - known)
+            if unknown or not self.methods:
+                raise ValueError(f"methods {unknown or '()'} are not measured on {self.models}; known: {sorted(known)}")
         if min(self.images, self.timing_images, self.repeats, self.continuous_images) < 1:
             raise ValueError("images, continuous_images, timing_images and repeats must be >= 1")
 
@@ -135,6 +146,7 @@ class ArimageBenchOptions:
         resume: bool = False,
         command: str = "",
         models: tuple[str, ...] = ("digits-ar", "digits-mar"),
+        methods: tuple[str, ...] | None = None,
     ) -> ArimageBenchOptions:
         if quick:
             # < 3 min on 2 cores: 60 discrete images (30 gave accuracy noise of +-6 points),
@@ -149,8 +161,9 @@ class ArimageBenchOptions:
                 continuous_images=6,
                 resume=resume,
                 command=command,
+                methods=methods,
             )
-        return cls(out, models, False, resume=resume, command=command)
+        return cls(out, models, False, resume=resume, command=command, methods=methods)
 
 
 def _labels(count: int) -> torch.Tensor:
@@ -293,7 +306,11 @@ def run_bench(options: ArimageBenchOptions, progress: Any = print) -> list[dict[
     judge = Judge()
     with RecordLog(out / RECORDS_FILE) as log:
         for name in options.models:
-            todo = [s for s in settings_for(name, options.quick) if (name, s.method, s.label) not in done]
+            todo = [
+                s
+                for s in settings_for(name, options.quick)
+                if (name, s.method, s.label) not in done and (options.methods is None or s.method in options.methods)
+            ]
             if not todo:
                 continue
             run = _ModelRun(name, options, judge)

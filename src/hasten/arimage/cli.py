@@ -3,6 +3,7 @@
 hasten bench-arimage --quick                 # < 3 min on 2 cores
 hasten bench-arimage --out results/arimage
 hasten bench-arimage --out results/arimage --resume
+hasten bench-arimage --out results/mar --models digits-mar --methods disa
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def bench_arimage(
     resume: bool = typer.Option(False, help="Continue the run in --out, skipping finished records."),
     models: str = typer.Option("digits-ar,digits-mar", help="Comma-separated models."),
     threads: int = typer.Option(1, min=1, help="torch CPU threads."),
+    methods: Optional[str] = typer.Option(
+        None, help="Comma-separated methods to measure (default all); --resume can add the rest later."
+    ),
 ) -> None:
     """Measure AR image methods (sjd, gsd, lantern, continuous_sd, disa) against the reference
     sampler: wall-clock speedup and forwards per image (same seeds, interleaved), classifier
@@ -40,7 +44,8 @@ def bench_arimage(
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = out or Path("results") / f"bench-arimage-{'quick-' if quick else ''}{stamp}"
     command = shlex.join(["hasten", *sys.argv[1:]]) if Path(sys.argv[0]).name == "hasten" else shlex.join(sys.argv)
-    options = ArimageBenchOptions.make(out, quick=quick, resume=resume, command=command, models=names)
+    chosen = None if methods is None else tuple(m.strip() for m in methods.split(",") if m.strip())
+    options = ArimageBenchOptions.make(out, quick=quick, resume=resume, command=command, models=names, methods=chosen)
     records = run_bench(options, progress=typer.echo)
     for name in names:
         typer.echo(f"\n{name}")

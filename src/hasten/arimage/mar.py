@@ -122,13 +122,35 @@ def trajectory_logpdf(model, z: torch.Tensor, path: list[torch.Tensor], settings
     return total
 
 
-def annealed_steps(position: int, length: int, start: int, end: int) -> int:
-    """Head steps for token ``position`` of ``length`` under a linear anneal start -> end (DiSA).
+ANNEAL_SCHEDULES = ("linear", "cosine", "two_stage")
 
-    Example: length 5, start 25, end 5 -> 25, 20, 15, 10, 5.
+
+def annealed_steps(
+    position: int, length: int, start: int, end: int, schedule: str = "linear", switch: float = 0.25
+) -> int:
+    """Head steps for token ``position`` of ``length`` under a DiSA anneal start -> end.
+
+    Schedules (the three the DiSA paper compares): ``linear`` in the token position;
+    ``cosine``: ``end + (start - end) * (1 + cos(pi * progress)) / 2`` (slow start and
+    finish); ``two_stage``: ``start`` for the first ``ceil(switch * length)`` tokens, then
+    ``end``. ``progress = position / (length - 1)``; counts are rounded, at least 1.
+
+    Examples: length 5, start 25, end 5: linear -> 25, 20, 15, 10, 5; cosine -> 25, 22,
+    15, 8, 5; two_stage with switch 0.4 -> 25, 25, 5, 5, 5.
+
+    Raises:
+        ValueError: an unknown schedule.
     """
+    if schedule == "two_stage":
+        return start if position < math.ceil(switch * length) else end
     progress = position / max(1, length - 1)
-    return max(1, round(start + (end - start) * progress))
+    if schedule == "linear":
+        weight = 1.0 - progress
+    elif schedule == "cosine":
+        weight = (1.0 + math.cos(math.pi * progress)) / 2
+    else:
+        raise ValueError(f"unknown anneal schedule {schedule!r}; use one of {ANNEAL_SCHEDULES}")
+    return max(1, round(end + (start - end) * weight))
 
 
 def mar_reference_tokens(
