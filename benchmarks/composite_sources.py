@@ -17,20 +17,21 @@ quiet machine.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 import hasten
-from hasten.drafters._composite_state import CrossRequestPool
+from hasten.bench.datasets import encode_chat, load_spec_bench
+from hasten.drafters.composite import CrossRequestPool
 
 
 def _prompts(dataset: Path, per_category: int) -> list[str]:
     by_category: dict[str, list[str]] = {}
-    for line in dataset.read_text().splitlines():
-        question = json.loads(line)
-        by_category.setdefault(question["category"], []).append(question["turns"][0])
+    for question in load_spec_bench(dataset):
+        by_category.setdefault(question.category, []).append(question.turns[0])
     return [turn for turns in by_category.values() for turn in turns[:per_category]]
 
 
@@ -49,8 +50,6 @@ def main() -> None:
     if args.backend == "llamacpp":
         model, tokenizer = hasten.load_gguf(str(args.gguf), threads=args.threads)
     else:
-        import torch
-
         torch.set_num_threads(args.threads)
         model, tokenizer = hasten.load_model("smollm2-135m")
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="hasten-composite-"))
@@ -64,10 +63,7 @@ def main() -> None:
     identical = {name: 0 for name, _, _ in contenders}
     prompts = _prompts(args.dataset, args.per_category)
     for i, prompt in enumerate(prompts):
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
-        )
-        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        ids = torch.tensor([encode_chat(tokenizer, [{"role": "user", "content": prompt}])])
         shift = i % len(contenders)
         outputs = {}
         for name, method, options in contenders[shift:] + contenders[:shift]:
